@@ -1,0 +1,125 @@
+"""Guardrail classifier inference: load a checkpoint (or an untrained backbone) and score texts.
+
+Checkpoint layout (written by `guardray.trainer`): a Hugging Face `AutoModelForSequenceClassification` folder
+(safetensors) with 16 sigmoid outputs - output 0 is the binary **unsafe** head, outputs 1..15 the multi-label
+**category** head (taxonomy codes, `LABEL_NAMES`) - plus `guardray.json` holding the calibrated threshold and
+validation metrics. One linear layer carries both heads, so plain
+`transformers.pipeline("text-classification", model=PATH, top_k=None)` loads it and returns all 16 scores.
+
+Scoring sorts texts by length and pads per batch (length bucketing). Texts longer than the window are split into
+overlapping windows (tokenizer overflow with stride) and the max score over windows wins, so unsafe content at the
+end of a long benign prefix is still seen.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from guardray.core.taxonomy import CATEGORY_CODES
+
+LABEL_NAMES: tuple[str, ...] = ("unsafe",) + CATEGORY_CODES
+META_FILE = "guardray.json"
+
+
+@dataclass
+class Scores:
+    unsafe: np.ndarray  # [n] probability of unsafe
+    categories: np.ndarray  # [n, 15] per-category probabilities (taxonomy order)
+    seconds: float = 0.0
+    windows: int = 0  # model inputs after splitting long texts
+
+
+def label_maps():
+    id2label = {i: n for i, n in enumerate(LABEL_NAMES)}
+    return id2label, {n: i for i, n in id2label.items()}
+
+
+def load_backbone(path: str, *, dtype=None):
+    """`AutoModelForSequenceClassification` with guardray's 16-output head (new head if the folder has none)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    id2label, label2id = label_maps()
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    kw = {"dtype": dtype} if dtype is not None else {}
+    model = AutoModelForSequenceClassification.from_pretrained(
+        path, num_labels=len(LABEL_NAMES), id2label=id2label, label2id=label2id,
+        problem_type="multi_label_classification", trust_remote_code=False, ignore_mismatched_sizes=True, **kw)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tok.pad_token_id
+    return model, tok
+
+
+def read_meta(path: str | Path) -> dict:
+    f = Path(path) / META_FILE
+    return json.loads(f.read_text()) if f.exists() else {}
+
+
+class GuardClassifier:
+    """A loaded guardrail. `score(texts)` -> `Scores`; `threshold` is the calibrated decision threshold."""
+
+    def __init__(self, model, tokenizer, *, threshold: float = 0.5, name: str = "", meta: dict | None = None,
+                 max_length: int = 256, stride: int = 64, device: str = "cpu"):
+        self.model = model.eval().to(device)
+        self.tokenizer = tokenizer
+        self.threshold = float(threshold)
+        self.name = name
+        self.meta = meta or {}
+        self.max_length = min(max_length, getattr(tokenizer, "model_max_length", max_length) or max_length)
+        self.stride = min(stride, self.max_length // 2)
+        self.device = device
+
+    @classmethod
+    def load(cls, name_or_path: str, *, device: str = "cpu", max_length: int | None = None, stride: int = 64,
+             threshold: float | None = None) -> "GuardClassifier":
+        from guardray.models import resolve
+        path = resolve(name_or_path)
+        model, tok = load_backbone(path)
+        meta = read_meta(path)
+        thr = threshold if threshold is not None else meta.get("threshold", 0.5)
+        ml = max_length or meta.get("max_length", 256)
+        return cls(model, tok, threshold=thr, name=name_or_path, meta=meta, max_length=ml, stride=stride,
+                   device=device)
+
+    @property
+    def trained(self) -> bool:
+        return bool(self.meta)
+
+    def score(self, texts: list[str], batch_size: int = 32, progress: bool = False) -> Scores:
+        import torch
+        t0 = time.perf_counter()
+        n = len(texts)
+        if n == 0:
+            return Scores(np.zeros(0), np.zeros((0, len(CATEGORY_CODES))))
+        enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, stride=self.stride,
+                             return_overflowing_tokens=True, padding=False)
+        owner = enc.get("overflow_to_sample_mapping", list(range(n)))
+        items = [{k: enc[k][i] for k in enc.keys() if k not in ("overflow_to_sample_mapping",)}
+                 for i in range(len(owner))]
+        order = sorted(range(len(items)), key=lambda i: len(items[i]["input_ids"]))
+        probs = np.zeros((len(items), len(LABEL_NAMES)), dtype=np.float32)
+        it = range(0, len(order), batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+            it = tqdm(it, desc=f"scoring {n} texts", unit="batch")
+        with torch.inference_mode():
+            for s in it:
+                idx = order[s:s + batch_size]
+                batch = self.tokenizer.pad([items[i] for i in idx], return_tensors="pt")
+                batch = {k: v.to(self.device) for k, v in batch.items()
+                         if k in ("input_ids", "attention_mask", "token_type_ids")}
+                logits = self.model(**batch).logits.float()
+                probs[idx] = torch.sigmoid(logits).cpu().numpy()
+        out = np.zeros((n, len(LABEL_NAMES)), dtype=np.float32)
+        np.maximum.at(out, np.asarray(owner), probs)
+        return Scores(out[:, 0], out[:, 1:], time.perf_counter() - t0, len(items))
+
+    def predict(self, texts: list[str], batch_size: int = 32) -> list[dict]:
+        s = self.score(texts, batch_size)
+        return [{"label": "unsafe" if u >= self.threshold else "safe", "score": float(u),
+                 "categories": {c: float(v) for c, v in zip(CATEGORY_CODES, row)}}
+                for u, row in zip(s.unsafe, s.categories)]

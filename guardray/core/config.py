@@ -1,0 +1,407 @@
+"""Typed configuration: one frozen dataclass per role under `Config`, loaded from YAML with dotted overrides.
+
+    cfg = load_config("configs/demo.yaml", ["trainer.lr=3e-5", "generator.replicas=2"])
+
+Validation happens once, here: unknown keys (with a "did you mean"), wrong types, out-of-range values and unknown
+choices raise `ConfigError` naming the dotted field and the fix. Each actor receives only its own block.
+Pure: imports neither ray nor vllm.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def rng(default, lo=None, hi=None):
+    """A field with an inclusive numeric range checked at load time."""
+    return field(default=default, metadata={"lo": lo, "hi": hi})
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str = "default"  # run folder name: outputs go to <out_dir>/<name>/
+    out_dir: str = "runs"
+    seed: int = 0  # global seed for sampling, splits and initialisation
+    ray_address: str = ""  # "" = start/attach a local Ray; "auto" = join the running cluster
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    seeds: tuple[str, ...] = ()  # seed files (jsonl/csv/parquet/datasets dir); empty = the packaged seed set
+    extra_train: tuple[str, ...] = ()  # more labelled Example files to train on
+    eval_sets: tuple[str, ...] = ()  # evaluation files or folders (../shared/data/<name>); never trained on
+    decontaminate: tuple[str, ...] = ()  # files whose texts synthetic data must not near-duplicate
+    skip_bad_rows: bool = False  # skip (and report) invalid rows instead of failing the load
+    val_fraction: float = rng(0.15, 0.0, 0.5)  # validation split taken from the training data
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    backend: Literal["hf", "vllm"] = "hf"  # hf: transformers generate (CPU/GPU); vllm: vllm.LLM (GPU only)
+    model: str = "smollm2-135m"  # registry name, HF id or local path
+    replicas: int = rng(1, 1, 1024)
+    batch_size: int = rng(8, 1, 4096)  # prompts per generate call
+    max_new_tokens: int = rng(48, 1, 4096)
+    temperature: float = rng(0.9, 0.0, 5.0)
+    top_p: float = rng(0.95, 0.0, 1.0)
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    gpu_memory_utilization: float = rng(0.5, 0.05, 0.99)  # vllm only
+    max_model_len: int = rng(1024, 64, 1 << 20)  # vllm only
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    strategies: tuple[str, ...] = ("augment", "paraphrase", "contrastive")  # which augmentations to run
+    per_seed: int = rng(2, 1, 1000)  # paraphrases per seed
+    augment_per_category: int = rng(24, 0, 100000)  # new requests written per (category, style) batch
+    contrastive_per_seed: int = rng(1, 0, 1000)  # hard-benign rewrites per unsafe seed
+    styles: tuple[str, ...] = ("direct", "indirect", "roleplay", "hypothetical", "obfuscated", "typos",
+                               "non_english")
+    max_seeds: int = rng(0, 0, 10_000_000)  # 0 = all seeds
+
+
+@dataclass(frozen=True)
+class CuratorConfig:
+    workers: int = rng(2, 1, 1024)  # curator actors in the pool
+    shard_size: int = rng(128, 1, 1_000_000)  # examples per curation task
+    rounds: tuple[str, ...] = ("rules", "dedup", "judge", "select")  # curation rounds, in order
+    min_chars: int = rng(8, 0, 100000)
+    max_chars: int = rng(1000, 1, 1_000_000)
+    language: str = ""  # keep only this language ("" = any); e.g. "en"
+    near_dup_threshold: float = rng(0.8, 0.0, 1.0)  # MinHash Jaccard at/above which a text is a near-duplicate
+    judge: Literal["none", "classifier", "llm", "both"] = "classifier"  # label verification
+    judge_model: str = ""  # classifier checkpoint for the judge ("" = train-free: keep all)
+    judge_policy: Literal["keep", "relabel", "drop"] = "drop"  # what to do when the judge disagrees
+    judge_margin: float = rng(0.35, 0.0, 1.0)  # disagree only when the judge's score is this far on the other side
+    per_category_max: int = rng(0, 0, 10_000_000)  # diversity selection cap per (label, category); 0 = no cap
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    model: str = "minilm"  # backbone: registry name, HF id or path (encoder or decoder)
+    method: Literal["full", "lora"] = "full"
+    lora_r: int = rng(8, 1, 1024)
+    lora_alpha: int = rng(16, 1, 4096)
+    lora_dropout: float = rng(0.05, 0.0, 0.9)
+    lr: float = rng(5e-5, 1e-8, 1.0)
+    epochs: int = rng(3, 1, 1000)
+    batch_size: int = rng(32, 1, 65536)  # per worker
+    max_length: int = rng(128, 8, 32768)  # tokens
+    weight_decay: float = rng(0.01, 0.0, 1.0)
+    warmup_ratio: float = rng(0.1, 0.0, 1.0)
+    class_weight: Literal["balanced", "none"] = "balanced"
+    category_loss_weight: float = rng(0.5, 0.0, 100.0)  # weight of the multi-label category head's loss
+    early_stopping_patience: int = rng(2, 0, 1000)  # epochs without val improvement; 0 = off
+    threshold_policy: Literal["best_f1", "target_fpr"] = "best_f1"
+    target_fpr: float = rng(0.05, 0.0, 1.0)  # with threshold_policy=target_fpr
+    selection: Literal["all", "random", "s2l"] = "all"  # training-data selection
+    selection_budget: int = rng(0, 0, 100_000_000)  # examples kept by random/s2l (0 = all)
+    s2l_proxy_model: str = "tiny-encoder"  # small proxy classifier whose loss trajectories drive S2L
+    s2l_clusters: int = rng(8, 1, 10000)
+    s2l_epochs: int = rng(3, 1, 100)
+    num_workers: int = rng(1, 1, 1024)  # Ray Train workers (DDP)
+    use_gpu: bool = False
+    warm_start: str = ""  # checkpoint to start from ("" = the backbone)
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    policy_model: str = "smollm2-135m"  # the generator being trained (RL "policy")
+    method: Literal["full", "lora"] = "full"
+    lora_r: int = rng(16, 1, 1024)
+    lr: float = rng(1e-5, 1e-9, 1.0)
+    clip: float = rng(0.2, 0.0, 10.0)  # PPO ratio clip
+    value_clip: float = rng(0.2, 0.0, 10.0)
+    vf_coef: float = rng(0.5, 0.0, 100.0)
+    gamma: float = rng(1.0, 0.0, 1.0)
+    lam: float = rng(0.95, 0.0, 1.0)  # GAE lambda
+    kl_coef: float = rng(0.05, 0.0, 100.0)  # initial KL penalty to the reference policy
+    kl_target: float = rng(0.0, 0.0, 100.0)  # >0: adaptive KL controller towards this KL; 0: fixed coef
+    ppo_epochs: int = rng(2, 1, 100)
+    minibatch_size: int = rng(8, 1, 65536)
+    max_grad_norm: float = rng(1.0, 0.0, 1e6)
+    rollouts_per_update: int = rng(16, 1, 1_000_000)
+    updates_per_round: int = rng(2, 0, 100000)
+    max_new_tokens: int = rng(40, 1, 4096)
+    temperature: float = rng(1.0, 0.01, 5.0)
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    rounds: int = rng(2, 0, 1000)  # adversarial rounds (rollout -> ... -> retrain)
+    similarity_tau: float = rng(0.55, -1.0, 1.0)  # min embedding cosine to the seed (meaning kept)
+    validity: Literal["none", "reference", "llm"] = "reference"  # judge that the rewrite keeps the seed's label
+    novelty_weight: float = rng(0.2, 0.0, 100.0)
+    harvest_max: int = rng(200, 0, 10_000_000)  # adversarial examples kept per round
+    eval_attacks: int = rng(64, 0, 1_000_000)  # fresh attacks per round for measuring ASR
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    threshold: Optional[float] = None  # override the checkpoint's calibrated threshold
+    batch_size: int = rng(32, 1, 65536)
+    max_length: int = rng(256, 8, 32768)
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    model: str = ""  # checkpoint path (or registry name); "" = the run's final checkpoint
+    models: dict = field(default_factory=dict)  # extra model id -> checkpoint, served by multiplexing
+    host: str = "127.0.0.1"
+    port: int = rng(8000, 1, 65535)
+    api_key_env: str = "GUARDRAY_API_KEY"  # bearer token read from this env var; unset/empty = no auth
+    max_texts: int = rng(64, 1, 100000)  # texts per request
+    max_chars: int = rng(50000, 1, 100_000_000)  # characters per text
+    max_batch_size: int = rng(32, 1, 4096)  # @serve.batch
+    batch_wait_timeout_s: float = rng(0.005, 0.0, 10.0)
+    window_stride: int = rng(64, 1, 32768)  # token overlap between windows of long inputs
+    num_replicas: int = rng(1, 1, 10000)
+    autoscaling: bool = False
+    min_replicas: int = rng(1, 0, 10000)
+    max_replicas: int = rng(2, 1, 10000)
+    target_ongoing_requests: float = rng(4.0, 0.1, 10000.0)
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    num_samples: int = rng(4, 1, 100000)
+    max_concurrent: int = rng(1, 1, 1024)
+    metric: str = "val_f1"
+    mode: Literal["max", "min"] = "max"
+    lr: tuple[float, ...] = (2e-5, 5e-5, 1e-4)
+    epochs: tuple[int, ...] = (2, 3)
+    lora_r: tuple[int, ...] = (8,)
+    max_length: tuple[int, ...] = (128,)
+    class_weight: tuple[str, ...] = ("balanced", "none")
+
+
+@dataclass(frozen=True)
+class ResourcesConfig:
+    """Ray resources per actor; placement uses these so roles can sit on different nodes."""
+    generator_cpus: float = rng(1.0, 0.0, 1024.0)
+    generator_gpus: float = rng(0.0, 0.0, 64.0)
+    curator_cpus: float = rng(0.5, 0.0, 1024.0)
+    trainer_cpus_per_worker: float = rng(1.0, 0.0, 1024.0)
+    trainer_gpus_per_worker: float = rng(0.0, 0.0, 64.0)
+    learner_cpus: float = rng(1.0, 0.0, 1024.0)
+    learner_gpus: float = rng(0.0, 0.0, 64.0)
+    scorer_cpus: float = rng(0.5, 0.0, 1024.0)
+    scorer_gpus: float = rng(0.0, 0.0, 64.0)
+    serve_cpus: float = rng(1.0, 0.0, 1024.0)
+    serve_gpus: float = rng(0.0, 0.0, 64.0)
+
+
+@dataclass(frozen=True)
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    curator: CuratorConfig = field(default_factory=CuratorConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.run.out_dir) / self.run.name
+
+    def replace(self, **blocks) -> "Config":
+        return dataclasses.replace(self, **blocks)
+
+
+# ---------------------------------------------------------------- building and validating
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(tp, value, where: str):
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errs = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(a, value, where)
+            except ConfigError as e:
+                errs.append(str(e))
+        raise ConfigError(errs[0] if errs else f"{where}: bad value {value!r}")
+    if origin is Literal:
+        if value not in args:
+            hint = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
+            raise ConfigError(f"{where}: {value!r} is not one of {list(args)}"
+                              + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+        return value
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+        inner = args[0] if args else Any
+        return tuple(_coerce(inner, v, f"{where}[{i}]") for i, v in enumerate(value))
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 3e-5 as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return str(value)
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, where)
+    raise ConfigError(f"{where}: unsupported type {_type_name(tp)}")
+
+
+def build(cls, data, where: str = ""):
+    """Build dataclass `cls` from a mapping, validating every field."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        k = unknown[0]
+        hint = difflib.get_close_matches(str(k), list(fields), n=1)
+        raise ConfigError(f"{(where + '.') if where else ''}{k}: unknown key"
+                          + (f"; did you mean '{hint[0]}'?" if hint else f"; valid keys: {sorted(fields)}"))
+    kwargs = {}
+    for name, f in fields.items():
+        if name not in data:
+            continue
+        fw = f"{where}.{name}" if where else name
+        v = _coerce(hints[name], data[name], fw)
+        lo, hi = f.metadata.get("lo"), f.metadata.get("hi")
+        if lo is not None and v < lo or hi is not None and v > hi:
+            raise ConfigError(f"{fw}: {v!r} is out of range; it must be between {lo} and {hi}")
+        kwargs[name] = v
+    obj = cls(**kwargs)
+    _check_cross(obj, where)
+    return obj
+
+
+def _check_cross(obj, where: str) -> None:
+    """Constraints between fields of one block."""
+    p = (where + ".") if where else ""
+    if isinstance(obj, ServeConfig) and obj.autoscaling and obj.min_replicas > obj.max_replicas:
+        raise ConfigError(f"{p}min_replicas: {obj.min_replicas} > max_replicas {obj.max_replicas}; lower it")
+    if isinstance(obj, CuratorConfig):
+        bad = [r for r in obj.rounds if r not in ("rules", "dedup", "judge", "select")]
+        if bad:
+            raise ConfigError(f"{p}rounds: unknown round {bad[0]!r}; use rules, dedup, judge, select")
+    if isinstance(obj, SynthConfig):
+        bad = [s for s in obj.strategies if s not in ("augment", "paraphrase", "contrastive")]
+        if bad:
+            raise ConfigError(f"{p}strategies: unknown strategy {bad[0]!r}; use augment, paraphrase, contrastive")
+    if isinstance(obj, Config) and obj.generator.backend == "vllm" and obj.resources.generator_gpus <= 0:
+        raise ConfigError("resources.generator_gpus: the vllm backend needs a GPU; set it >= 1 (or "
+                          "generator.backend=hf)")
+
+
+def parse_overrides(overrides) -> dict:
+    """["a.b=1", "c=x"] -> nested dict; values parsed as YAML (so 1e-4, true, [a, b] work)."""
+    out: dict = {}
+    for item in overrides or ():
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected dotted.key=value, e.g. trainer.lr=3e-5")
+        key, raw = item.split("=", 1)
+        try:
+            val = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            val = raw
+        node = out
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {p} is not a block")
+        node[parts[-1]] = val
+    return out
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides=()) -> Config:
+    """Load a YAML config (or the defaults when path is None) and apply dotted overrides."""
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(f"{p}: config file not found")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: top level must be a mapping of blocks (run, data, trainer, ...)")
+    data = _merge(data, parse_overrides(overrides))
+    try:
+        return build(Config, data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}" if path else str(e)) from None
+
+
+def to_dict(cfg) -> dict:
+    def conv(v):
+        if dataclasses.is_dataclass(v):
+            return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, tuple):
+            return [conv(x) for x in v]
+        return v
+    return conv(cfg)
+
+
+def dump_config(cfg: Config, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    return path

@@ -1,0 +1,22 @@
+"""Starting or joining Ray the same way everywhere (CLI, jobs, tests)."""
+from __future__ import annotations
+
+import os
+
+
+def init_ray(address: str = "", num_cpus: int | None = None) -> None:
+    """Join `address` ("auto" inside `ray job submit`), else start a local Ray without the dashboard.
+
+    Under `ray job submit` RAY_ADDRESS is set, so "" also joins that cluster."""
+    import ray
+    if ray.is_initialized():
+        return
+    env = {"env_vars": {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
+                        "TOKENIZERS_PARALLELISM": "false",
+                        **({"GUARDRAY_CACHE": os.environ["GUARDRAY_CACHE"]} if "GUARDRAY_CACHE" in os.environ
+                           else {})}}
+    if address or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=address or None, runtime_env=env, log_to_driver=True)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=env, log_to_driver=True,
+                 configure_logging=False)
