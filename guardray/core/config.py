@@ -152,6 +152,9 @@ class EvalConfig:
     threshold: Optional[float] = None  # override the checkpoint's calibrated threshold
     batch_size: int = rng(32, 1, 65536)
     max_length: int = rng(256, 8, 32768)
+    model: str = ""  # what jobs/eval.py scores: checkpoint path, registry name or baseline:NAME (required there)
+    train_file: str = ""  # training file for baseline:tfidf-lr / baseline:knn-embed ("" = the packaged seeds)
+    plots: bool = True  # write PNG plots next to report.json
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,11 @@ class ServeConfig:
     min_replicas: int = rng(1, 0, 10000)
     max_replicas: int = rng(2, 1, 10000)
     target_ongoing_requests: float = rng(4.0, 0.1, 10000.0)
+    threshold: Optional[float] = None  # override every served checkpoint's calibrated threshold (None = theirs)
+    max_ongoing_requests: int = rng(64, 1, 100000)  # in-flight requests per replica; >= max_batch_size to batch
+    quantize: Literal["none", "int8"] = "none"  # int8: dynamic int8 quantisation of Linear layers (CPU)
+    compile: bool = False  # torch.compile the model (first requests of each new shape are slow)
+    threads: int = rng(0, 0, 1024)  # torch intra-op threads per replica; 0 = Ray's default (the replica's CPUs)
 
 
 @dataclass(frozen=True)

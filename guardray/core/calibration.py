@@ -1,0 +1,109 @@
+"""Decision-threshold calibration on a validation split: pure numpy, no Ray.
+
+    thr = choose_threshold(y_true, scores, policy="best_f1")                   # max F1
+    thr = choose_threshold(y_true, scores, policy="target_fpr", target_fpr=0.05)  # max recall with FPR <= 5%
+
+A text is called unsafe when `score >= threshold`. Candidate cuts are the distinct scores, so tied scores always
+fall on the same side (a cut can never split a tie). The returned threshold sits halfway between the lowest score
+called unsafe and the next lower distinct score, so validation predictions are exactly those of the chosen cut while
+the margin on both sides is as wide as possible. Ties between cuts with equal F1 go to the higher threshold (fewer
+positives, lower FPR). The trainer stores the result in the checkpoint (`guardray.json`), and `guardray eval` and
+serving use it by default.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+POLICIES = ("best_f1", "target_fpr")
+
+
+def _cuts(y_true, scores):
+    """Distinct scores (descending) and the TP/FP counts when everything >= each of them is called unsafe."""
+    y = np.asarray(y_true, dtype=bool).ravel()
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    if y.shape != s.shape:
+        raise ValueError(f"y_true has {y.size} values but scores has {s.size}")
+    if s.size == 0:
+        raise ValueError("cannot calibrate a threshold on an empty validation split")
+    if not np.all(np.isfinite(s)):
+        raise ValueError("scores contain NaN or infinity")
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    tp = np.cumsum(y)
+    fp = np.cumsum(~y)
+    # last index of each run of equal scores: the cut there includes the whole tie
+    last = np.r_[np.nonzero(np.diff(s))[0], s.size - 1]
+    return s[last], tp[last], fp[last], int(y.sum()), int((~y).sum())
+
+
+def _between(distinct: np.ndarray, k: int) -> float:
+    """Threshold that calls distinct[0..k] unsafe and distinct[k+1..] safe, halfway between them."""
+    if k + 1 < distinct.size:
+        return float((distinct[k] + distinct[k + 1]) / 2.0)
+    return float(distinct[k])  # the cut includes every example: the lowest score itself
+
+
+def above_all(scores) -> float:
+    """A threshold that calls every given score safe."""
+    return float(np.nextafter(np.max(scores), np.inf))
+
+
+def best_f1_threshold(y_true, scores) -> float:
+    """Threshold that maximises F1 of the unsafe class on (y_true, scores); ties -> the higher threshold.
+
+    With no positive example F1 is 0 at every cut; the threshold then calls nothing unsafe."""
+    distinct, tp, fp, pos, _ = _cuts(y_true, scores)
+    if pos == 0:
+        return above_all(scores)
+    fn = pos - tp
+    f1 = 2 * tp / np.maximum(2 * tp + fp + fn, 1)
+    k = int(np.argmax(f1))  # first max = highest threshold among ties (distinct is descending)
+    return _between(distinct, k)
+
+
+def fpr_threshold(y_true, scores, target_fpr: float) -> float:
+    """Lowest threshold whose FPR on (y_true, scores) is <= target_fpr, i.e. maximal recall under that FPR.
+
+    If even the highest-scoring cut breaks the target, nothing is called unsafe. With no negative example the FPR
+    is 0 everywhere and every example is called unsafe."""
+    if not 0.0 <= target_fpr <= 1.0:
+        raise ValueError(f"target_fpr must be in [0, 1], got {target_fpr}")
+    distinct, tp, fp, _, neg = _cuts(y_true, scores)
+    fpr = fp / neg if neg else np.zeros_like(fp, dtype=np.float64)
+    ok = np.nonzero(fpr <= target_fpr + 1e-12)[0]
+    if ok.size == 0:
+        return above_all(scores)
+    # fp is non-decreasing along the cuts, so the allowed cuts are a prefix; take its last (lowest) cut
+    k = int(ok[-1])
+    return _between(distinct, k)
+
+
+def choose_threshold(y_true, scores, policy: str = "best_f1", target_fpr: float = 0.05) -> float:
+    if policy == "best_f1":
+        return best_f1_threshold(y_true, scores)
+    if policy == "target_fpr":
+        return fpr_threshold(y_true, scores, target_fpr)
+    raise ValueError(f"unknown threshold policy {policy!r}; use one of {POLICIES}")
+
+
+def confusion(y_true, scores, threshold: float) -> dict:
+    """tp/fp/tn/fn and the rates at `threshold` (score >= threshold -> unsafe)."""
+    y = np.asarray(y_true, dtype=bool).ravel()
+    p = np.asarray(scores, dtype=np.float64).ravel() >= threshold
+    tp, fp = int((p & y).sum()), int((p & ~y).sum())
+    fn, tn = int((~p & y).sum()), int((~p & ~y).sum())
+    prec = tp / (tp + fp) if tp + fp else 0.0
+    rec = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+    fpr = fp / (fp + tn) if fp + tn else 0.0
+    return {"tp": tp, "fp": fp, "tn": tn, "fn": fn, "precision": prec, "recall": rec, "f1": f1, "fpr": fpr}
+
+
+def average_precision(y_true, scores) -> float:
+    """Area under the precision-recall curve (step-wise average precision, ties grouped); NaN without positives."""
+    distinct, tp, fp, pos, _ = _cuts(y_true, scores)
+    if pos == 0:
+        return float("nan")
+    prec = tp / (tp + fp)
+    rec = tp / pos
+    return float(np.sum(np.diff(np.r_[0.0, rec]) * prec))

@@ -1,0 +1,263 @@
+"""Foundation: config loading/validation, records I/O, taxonomy, seeds vs datasheet, pure core, model registry, CLI."""
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from guardray.core.config import Config, ConfigError, load_config, parse_overrides
+from guardray.core.records import DataError, Example, read_examples, write_examples
+from guardray.core.taxonomy import CATEGORIES, CATEGORY_CODES, OPENAI_CATEGORIES, OPENAI_MAP, openai_scores
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+
+
+# ---------------------------------------------------------------- config
+
+def _guardray_configs():
+    """Every guardray config in configs/ (Ray Serve and cluster-launcher files have their own schema)."""
+    for p in sorted((ROOT / "configs").glob("*.yaml")):
+        top = yaml.safe_load(p.read_text()) or {}
+        if "applications" in top or "cluster_name" in top or top.get("kind") in ("RayJob", "RayService"):
+            continue
+        yield p
+
+
+def test_every_config_file_loads():
+    files = list(_guardray_configs())
+    assert files, "configs/ has no guardray config"
+    for p in files:
+        cfg = load_config(p)
+        assert isinstance(cfg, Config), p
+
+
+def test_overrides_apply_and_parse_types():
+    cfg = load_config(None, ["trainer.lr=3e-5", "generator.replicas=3", "data.eval_sets=[a, b]",
+                             "trainer.use_gpu=true", "eval.threshold=0.4"])
+    assert cfg.trainer.lr == pytest.approx(3e-5)
+    assert cfg.generator.replicas == 3
+    assert cfg.data.eval_sets == ("a", "b")
+    assert cfg.trainer.use_gpu is True and cfg.eval.threshold == 0.4
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("trainer.lrr=1", "trainer.lrr: unknown key; did you mean 'lr'"),
+    ("trainer.epochs=abc", "trainer.epochs: expected an integer"),
+    ("trainer.epochs=0", "trainer.epochs: 0 is out of range"),
+    ("generator.backend=vlm", "did you mean 'vllm'"),
+    ("curator.rounds=[rules, shuffle]", "curator.rounds: unknown round 'shuffle'"),
+    ("trainer.use_gpu=maybe", "trainer.use_gpu: expected true/false"),
+    ("nosuchblock.x=1", "nosuchblock: unknown key"),
+    ("trainer", "expected dotted.key=value"),
+])
+def test_bad_config_names_the_field(override, needle):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [override])
+    assert needle in str(e.value)
+
+
+def test_vllm_backend_requires_gpu_resources():
+    with pytest.raises(ConfigError, match="resources.generator_gpus"):
+        load_config(None, ["generator.backend=vllm"])
+    cfg = load_config(None, ["generator.backend=vllm", "resources.generator_gpus=1"])
+    assert cfg.generator.backend == "vllm"
+
+
+def test_config_file_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trainer:\n  epochs: [1\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    nested = parse_overrides(["a.b.c=1"])
+    assert nested == {"a": {"b": {"c": 1}}}
+
+
+def test_config_blocks_are_frozen():
+    cfg = load_config(None)
+    with pytest.raises(Exception):
+        cfg.trainer.lr = 1.0  # type: ignore[misc]
+
+
+# ---------------------------------------------------------------- records
+
+def _examples():
+    return [Example(id="a", text="how do I kill a python process", label="safe", tags=("hard_benign",),
+                    source="guardray-seeds-v1"),
+            Example(id="b", text="help me hurt him", label="unsafe", categories=("S1", "S10"), style="direct", source="synth",
+                    seed_id="a", parent_id="a", stage="paraphrase", round=2, generator="tiny@1")]
+
+
+@pytest.mark.parametrize("name", ["x.jsonl", "x.csv", "x.parquet", "xds"])
+def test_roundtrip_every_format(tmp_path, name):
+    ex = _examples()
+    path = write_examples(ex, tmp_path / name)
+    back = read_examples(path).examples
+    assert back == ex
+
+
+def test_bad_rows_are_reported_with_file_line_reason(tmp_path):
+    f = tmp_path / "bad.jsonl"
+    rows = [{"id": "1", "text": "ok text", "label": "safe"},
+            {"id": "2", "text": "", "label": "safe"},
+            {"id": "3", "text": "x y", "label": "maybe"},
+            {"id": "4", "text": "x y", "label": "unsafe", "categories": ["S99"]},
+            {"id": "1", "text": "dup", "label": "safe"}]
+    lines = [json.dumps(r).encode() for r in rows] + [b'{"id": "6", "text": "\xff\xfe", "label": "safe"}',
+                                                     b"{not json"]
+    f.write_bytes(b"\n".join(lines) + b"\n")
+    with pytest.raises(DataError) as e:
+        read_examples(f)
+    msg = str(e.value)
+    assert "6 invalid row(s)" in msg
+    for line, reason in [(2, "missing or empty 'text'"), (3, "unknown label 'maybe'"), (4, "unknown category"),
+                         (5, "duplicate id"), (6, "bad encoding"), (7, "invalid JSON")]:
+        assert f"{f}:{line}: {reason}" in msg, (line, msg)
+    r = read_examples(f, skip_bad=True)
+    assert [e.id for e in r.examples] == ["1"] and len(r.skipped) == 6
+
+
+def test_csv_bad_encoding_and_unknown_format(tmp_path):
+    (tmp_path / "a.csv").write_bytes(b"id,text,label\n1,\xff,safe\n")
+    with pytest.raises(DataError, match="bad encoding"):
+        read_examples(tmp_path / "a.csv")
+    (tmp_path / "a.txt").write_text("x")
+    with pytest.raises(DataError, match="unsupported format"):
+        read_examples(tmp_path / "a.txt")
+    with pytest.raises(DataError, match="no such file"):
+        read_examples(tmp_path / "nope.jsonl")
+
+
+def test_derive_keeps_provenance():
+    seed = _examples()[1]
+    child = seed.derive(id="c", text="new words", stage="adversarial", generator="smol@3", round=1)
+    assert child.parent_id == "b" and child.seed_id == "a" and child.label == "unsafe"
+    assert child.categories == ("S1", "S10") and child.round == 1 and child.created_at
+
+
+# ---------------------------------------------------------------- taxonomy
+
+def test_taxonomy_has_llama_guard_codes_and_openai_map():
+    assert CATEGORY_CODES == tuple(f"S{i}" for i in range(1, 15)) + ("jailbreak",)
+    for c in CATEGORIES.values():
+        assert c.name and "In:" in c.definition and "Out:" in c.definition
+        assert set(c.openai) <= set(OPENAI_CATEGORIES)
+    assert "sexual/minors" in OPENAI_MAP["S4"] and "self-harm" in OPENAI_MAP["S11"]
+    s = openai_scores({"S10": 0.9, "S1": 0.2, "S5": 0.99})
+    assert s["hate"] == pytest.approx(0.9) and s["violence"] == pytest.approx(0.2)
+    assert max(s.values()) == pytest.approx(0.9)  # S5 has no OpenAI counterpart
+
+
+# ---------------------------------------------------------------- seeds
+
+def test_seed_counts_match_datasheet(seeds):
+    from guardray.data_cli import stats
+    s = stats(seeds)
+    ids = [e.id for e in seeds]
+    assert len(ids) == len(set(ids))
+    assert len(seeds) >= 800 and s["label"]["safe"] >= 300 and s["hard_benign"] >= 150
+    for code in CATEGORY_CODES:
+        assert s["unsafe_by_category"].get(code, 0) >= 30, code
+    sheet = (ROOT / "SEEDS.md").read_text()
+    rows = dict(re.findall(r"^\| (\w+) \| (\d+) \|$", sheet, re.M))
+    assert int(rows["safe"]) == s["label"]["safe"] and int(rows["unsafe"]) == s["label"]["unsafe"]
+    assert int(rows["hard_benign"]) == s["hard_benign"]
+    cat_rows = dict(re.findall(r"^\| (S\d+|jailbreak) \| [^|]+ \| (\d+) \|", sheet, re.M))
+    assert {k: int(v) for k, v in cat_rows.items()} == s["unsafe_by_category"]
+    for e in seeds:
+        assert e.label == "unsafe" or not e.categories
+
+
+def _norm(t):
+    return re.sub(r"\W+", " ", t.lower()).strip()
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="../shared/data (evaluation sets) is not present on this machine")
+def test_seeds_do_not_overlap_evaluation_data(seeds):
+    from datasketch import MinHash, MinHashLSH
+    seed_norm = {_norm(e.text) for e in seeds}
+    lsh = MinHashLSH(threshold=0.8, num_perm=64)
+
+    def mh(t):
+        m = MinHash(num_perm=64)
+        toks = t.split()
+        for g in zip(toks, toks[1:]) if len(toks) > 1 else [(t,)]:
+            m.update(" ".join(g).encode())
+        return m
+    for i, t in enumerate(seed_norm):
+        lsh.insert(str(i), mh(t))
+    hits = []
+    for f in SHARED.glob("*/eval.jsonl"):
+        for line in f.read_text().splitlines():
+            t = _norm(json.loads(line)["text"])
+            if t in seed_norm or (len(t.split()) > 3 and lsh.query(mh(t))):
+                hits.append((f.parent.name, t[:80]))
+    assert not hits, hits[:5]
+
+
+# ---------------------------------------------------------------- purity, models, CLI
+
+def test_core_imports_neither_ray_nor_vllm():
+    code = ("import sys, pkgutil, importlib, guardray.core as c\n"
+            "for m in pkgutil.iter_modules(c.__path__): importlib.import_module('guardray.core.' + m.name)\n"
+            "bad = [m for m in ('ray', 'vllm') if m in sys.modules]\n"
+            "print(sorted(m.name for m in pkgutil.iter_modules(c.__path__)))\n"
+            "assert not bad, bad\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "records" in r.stdout and "config" in r.stdout
+
+
+def test_vllm_is_only_imported_lazily():
+    for p in (ROOT / "guardray").rglob("*.py"):
+        for i, line in enumerate(p.read_text().splitlines()):
+            if re.match(r"^(import vllm|from vllm)", line):
+                pytest.fail(f"{p}:{i + 1}: top-level vllm import")
+
+
+def test_registry_resolves_offline_models(tiny_encoder, tiny_lm):
+    from guardray import models
+    assert (Path(models.resolve("minilm")) / "config.json").exists()
+    assert (Path(tiny_encoder) / "config.json").exists() and (Path(tiny_lm) / "config.json").exists()
+    assert list(Path(tiny_lm).glob("*.safetensors"))
+    with pytest.raises(models.ModelNotFound, match="local path"):
+        models.resolve("no-such-org/no-such-model")
+    with pytest.raises(models.ModelNotFound, match="no config.json"):
+        models.resolve(str(ROOT / "configs"))
+
+
+def test_tiny_lm_generates(tiny_lm):
+    import torch
+    from guardray.models import load_causal_lm, load_tokenizer
+    tok, model = load_tokenizer(tiny_lm), load_causal_lm(tiny_lm)
+    ids = tok("hello", return_tensors="pt")
+    out = model.generate(**ids, max_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id)
+    assert out.shape[1] > ids["input_ids"].shape[1]
+    assert torch.isfinite(model(**ids).logits).all()
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "guardray.cli", *args], capture_output=True, text=True,
+                          cwd=ROOT)
+
+
+def test_cli_help_and_data_commands(tmp_path):
+    r = _cli("--help")
+    assert r.returncode == 0 and "synth" in r.stdout and "serve" in r.stdout
+    r = _cli("data", "stats", "guardray/data/seeds.jsonl", "--json")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["n"] >= 800 and s["unsafe_by_category"]["S1"] >= 30
+    bad = tmp_path / "b.jsonl"
+    bad.write_text('{"id": "1", "text": "hi there", "label": "ok"}\n')
+    r = _cli("data", "validate", str(bad))
+    assert r.returncode == 1 and f"{bad}:1: unknown label 'ok'" in r.stdout
+    r = _cli("data", "stats", str(bad))
+    assert r.returncode == 2 and "guardray: error:" in r.stderr and "Traceback" not in r.stderr
+    r = _cli("nosuch")
+    assert r.returncode == 2
