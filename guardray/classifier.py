@@ -89,7 +89,10 @@ class GuardClassifier:
     def trained(self) -> bool:
         return bool(self.meta)
 
-    def score(self, texts: list[str], batch_size: int = 32, progress: bool = False) -> Scores:
+    def score(self, texts: list[str], batch_size: int = 32, progress: bool = False,
+              max_tokens: int | None = None) -> Scores:
+        """`max_tokens` also caps a forward pass at rows x longest-row padded tokens (length bucketing for
+        serving: one long text does not pad a whole batch of short ones)."""
         import torch
         t0 = time.perf_counter()
         n = len(texts)
@@ -100,15 +103,26 @@ class GuardClassifier:
         owner = enc.get("overflow_to_sample_mapping", list(range(n)))
         items = [{k: enc[k][i] for k in enc.keys() if k not in ("overflow_to_sample_mapping",)}
                  for i in range(len(owner))]
+        for it in items:  # a text with no tokens at all (a tokenizer without special tokens): one pad token
+            if not it["input_ids"]:
+                it.update({k: [self.tokenizer.pad_token_id if k == "input_ids" else int(k == "attention_mask")]
+                           for k in it})
         order = sorted(range(len(items)), key=lambda i: len(items[i]["input_ids"]))
         probs = np.zeros((len(items), len(LABEL_NAMES)), dtype=np.float32)
-        it = range(0, len(order), batch_size)
+        batches, cur = [], []
+        for i in order:  # ascending length: the newest item is the longest of its batch
+            if cur and (len(cur) >= batch_size
+                        or max_tokens and (len(cur) + 1) * len(items[i]["input_ids"]) > max_tokens):
+                batches.append(cur)
+                cur = []
+            cur.append(i)
+        batches.append(cur)
+        it = batches
         if progress:
             from tqdm.auto import tqdm
             it = tqdm(it, desc=f"scoring {n} texts", unit="batch")
         with torch.inference_mode():
-            for s in it:
-                idx = order[s:s + batch_size]
+            for idx in it:
                 batch = self.tokenizer.pad([items[i] for i in idx], return_tensors="pt")
                 batch = {k: v.to(self.device) for k, v in batch.items()
                          if k in ("input_ids", "attention_mask", "token_type_ids")}

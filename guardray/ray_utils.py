@@ -18,5 +18,6 @@ def init_ray(address: str = "", num_cpus: int | None = None) -> None:
     if address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address or None, runtime_env=env, log_to_driver=True)
     else:
+        # Ray 2.60 turns on token authentication for a local cluster, so its ports need the session's token
         ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=env, log_to_driver=True,
                  configure_logging=False)

@@ -8,7 +8,8 @@ fall on the same side (a cut can never split a tie). The returned threshold sits
 called unsafe and the next lower distinct score, so validation predictions are exactly those of the chosen cut while
 the margin on both sides is as wide as possible. Ties between cuts with equal F1 go to the higher threshold (fewer
 positives, lower FPR). The trainer stores the result in the checkpoint (`guardray.json`), and `guardray eval` and
-serving use it by default.
+serving use it by default. The metrics at the chosen threshold come from guardray.core.metrics (binary_metrics);
+unlike its `best_f1_threshold`, which returns the cut score itself, these thresholds sit in the gap between scores.
 """
 from __future__ import annotations
 
@@ -84,26 +85,3 @@ def choose_threshold(y_true, scores, policy: str = "best_f1", target_fpr: float 
     if policy == "target_fpr":
         return fpr_threshold(y_true, scores, target_fpr)
     raise ValueError(f"unknown threshold policy {policy!r}; use one of {POLICIES}")
-
-
-def confusion(y_true, scores, threshold: float) -> dict:
-    """tp/fp/tn/fn and the rates at `threshold` (score >= threshold -> unsafe)."""
-    y = np.asarray(y_true, dtype=bool).ravel()
-    p = np.asarray(scores, dtype=np.float64).ravel() >= threshold
-    tp, fp = int((p & y).sum()), int((p & ~y).sum())
-    fn, tn = int((~p & y).sum()), int((~p & ~y).sum())
-    prec = tp / (tp + fp) if tp + fp else 0.0
-    rec = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
-    fpr = fp / (fp + tn) if fp + tn else 0.0
-    return {"tp": tp, "fp": fp, "tn": tn, "fn": fn, "precision": prec, "recall": rec, "f1": f1, "fpr": fpr}
-
-
-def average_precision(y_true, scores) -> float:
-    """Area under the precision-recall curve (step-wise average precision, ties grouped); NaN without positives."""
-    distinct, tp, fp, pos, _ = _cuts(y_true, scores)
-    if pos == 0:
-        return float("nan")
-    prec = tp / (tp + fp)
-    rec = tp / pos
-    return float(np.sum(np.diff(np.r_[0.0, rec]) * prec))

@@ -43,6 +43,7 @@ class DataConfig:
     eval_sets: tuple[str, ...] = ()  # evaluation files or folders (../shared/data/<name>); never trained on
     decontaminate: tuple[str, ...] = ()  # files whose texts synthetic data must not near-duplicate
     skip_bad_rows: bool = False  # skip (and report) invalid rows instead of failing the load
+    missing_eval: Literal["error", "skip"] = "error"  # an eval_sets path that does not exist: fail, or skip loudly
     val_fraction: float = rng(0.15, 0.0, 0.5)  # validation split taken from the training data
 
 
@@ -58,6 +59,8 @@ class GeneratorConfig:
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
     gpu_memory_utilization: float = rng(0.5, 0.05, 0.99)  # vllm only
     max_model_len: int = rng(1024, 64, 1 << 20)  # vllm only
+    max_restarts: int = rng(2, -1, 1000)  # Ray restarts of a dead replica (-1 = forever); it comes back at version 0
+    max_task_retries: int = rng(2, -1, 1000)  # retries of a generate call lost with its replica (calls are idempotent)
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,8 @@ class SynthConfig:
     styles: tuple[str, ...] = ("direct", "indirect", "roleplay", "hypothetical", "obfuscated", "typos",
                                "non_english")
     max_seeds: int = rng(0, 0, 10_000_000)  # 0 = all seeds
+    items_per_request: int = rng(5, 1, 100)  # augment: requests asked for in one generation (a numbered list)
+    shots: int = rng(3, 0, 20)  # augment: seed examples shown in the instruction
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,12 @@ class CuratorConfig:
     judge_policy: Literal["keep", "relabel", "drop"] = "drop"  # what to do when the judge disagrees
     judge_margin: float = rng(0.35, 0.0, 1.0)  # disagree only when the judge's score is this far on the other side
     per_category_max: int = rng(0, 0, 10_000_000)  # diversity selection cap per (label, category); 0 = no cap
+    dedup_method: Literal["minhash", "embedding"] = "minhash"  # near-duplicates by MinHash Jaccard or cosine
+    embed_dup_threshold: float = rng(0.92, 0.0, 1.0)  # dedup_method=embedding: cosine at/above = duplicate
+    embed_model: str = "minilm"  # embeddings for embedding dedup and k-center selection
+    judge_llm: str = "smollm2-135m"  # judge=llm/both: causal LM answering the SAFE/UNSAFE rubric (hf backend)
+    max_restarts: int = rng(2, -1, 1000)  # Ray restarts of a dead curator actor (-1 = forever)
+    max_task_retries: int = rng(2, -1, 1000)  # retries of a shard task lost with its actor (tasks are idempotent)
 
 
 @dataclass(frozen=True)
@@ -110,9 +121,11 @@ class TrainerConfig:
     s2l_proxy_model: str = "tiny-encoder"  # small proxy classifier whose loss trajectories drive S2L
     s2l_clusters: int = rng(8, 1, 10000)
     s2l_epochs: int = rng(3, 1, 100)
+    s2l_lr: float = rng(1e-3, 1e-8, 1.0)  # proxy learning rate (a small random-init proxy needs a larger one)
     num_workers: int = rng(1, 1, 1024)  # Ray Train workers (DDP)
     use_gpu: bool = False
     warm_start: str = ""  # checkpoint to start from ("" = the backbone)
+    max_failures: int = rng(1, -1, 1000)  # Ray Train restarts after a worker failure, resuming from the last epoch
 
 
 @dataclass(frozen=True)
@@ -135,6 +148,10 @@ class PPOConfig:
     updates_per_round: int = rng(2, 0, 100000)
     max_new_tokens: int = rng(40, 1, 4096)
     temperature: float = rng(1.0, 0.01, 5.0)
+    stale_rollouts: Literal["raise", "drop", "recompute"] = "raise"  # rollouts from an older policy version:
+    # raise StaleRolloutError, drop them (counted in the stats), or use them with logprobs recomputed (counted)
+    logprob_tol: float = rng(0.5, 0.0, 100.0)  # mean |generator - learner| logprob per token above which a
+    # rollout counts as stale (0 = version check only); bf16/vLLM replicas differ by ~0.01-0.1
 
 
 @dataclass(frozen=True)
@@ -144,7 +161,11 @@ class AttackConfig:
     validity: Literal["none", "reference", "llm"] = "reference"  # judge that the rewrite keeps the seed's label
     novelty_weight: float = rng(0.2, 0.0, 100.0)
     harvest_max: int = rng(200, 0, 10_000_000)  # adversarial examples kept per round
-    eval_attacks: int = rng(64, 0, 1_000_000)  # fresh attacks per round for measuring ASR
+    eval_attacks: int = rng(64, 0, 1_000_000)  # held-out seeds attacked afresh each round to measure ASR
+    validity_model: str = ""  # judge checkpoint for validity=reference ("" = the classifier the attack starts on)
+    embedder: str = "minilm"  # sentence embedder for meaning preservation and novelty
+    attack_safe: bool = True  # also attack safe seeds (aim: false positives); False = unsafe seeds only
+    retrain_epochs: int = rng(1, 1, 1000)  # epochs of the warm-started retrain after each round
 
 
 @dataclass(frozen=True)
@@ -179,6 +200,7 @@ class ServeConfig:
     quantize: Literal["none", "int8"] = "none"  # int8: dynamic int8 quantisation of Linear layers (CPU)
     compile: bool = False  # torch.compile the model (first requests of each new shape are slow)
     threads: int = rng(0, 0, 1024)  # torch intra-op threads per replica; 0 = Ray's default (the replica's CPUs)
+    max_batch_tokens: int = rng(8192, 0, 10_000_000)  # padded tokens per forward pass (length buckets); 0 = off
 
 
 @dataclass(frozen=True)
@@ -345,6 +367,10 @@ def _check_cross(obj, where: str) -> None:
         bad = [s for s in obj.strategies if s not in ("augment", "paraphrase", "contrastive")]
         if bad:
             raise ConfigError(f"{p}strategies: unknown strategy {bad[0]!r}; use augment, paraphrase, contrastive")
+        from guardray.core.records import STYLES  # the style names an Example may carry
+        bad = [s for s in obj.styles if s not in STYLES or not s]
+        if bad:
+            raise ConfigError(f"{p}styles: unknown style {bad[0]!r}; use any of {[s for s in STYLES if s]}")
     if isinstance(obj, Config) and obj.generator.backend == "vllm" and obj.resources.generator_gpus <= 0:
         raise ConfigError("resources.generator_gpus: the vllm backend needs a GPU; set it >= 1 (or "
                           "generator.backend=hf)")

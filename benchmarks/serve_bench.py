@@ -1,0 +1,282 @@
+"""Serving benchmark: guardray on Ray Serve vs a naive FastAPI + transformers pipeline, in the same run.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/serve_bench.py                      # model minilm, writes
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/serve_bench.py --model runs/default/classifier --requests 300
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/serve_bench.py --only options       # speed options only
+
+HTTP part: each system serves the same checkpoint folder on 127.0.0.1; an httpx async load generator sends
+single-text POST /v1/classify requests, `concurrency` at a time, a bounded number per cell (after a short
+warm-up), for concurrency 1, 8, 32 and two text sets: short (<= 32 tokens, XSTest prompts) and
+OpenAI-moderation-length (the OpenAI moderation evaluation texts). It reports p50/p95/p99 latency and
+throughput. Systems (one at a time, the other stopped):
+  guardray  GuardrailDeployment, 1 replica, @serve.batch (max 32 texts, 5 ms wait), windows of 256 tokens,
+            torch threads = --threads; also `guardray-int8` (quantize=int8) unless --no-int8
+  naive     a plain FastAPI app under uvicorn, transformers pipeline("text-classification"), one request at a
+            time (the pipeline runs on the event loop), truncation at 256 tokens, same torch threads
+Speed-options part (no HTTP): GuardClassifier scoring of the OpenAI-moderation and XSTest sets with fp32,
+dynamic int8, torch.compile and thread counts: texts/s and the quality delta against fp32 (F1 at the
+checkpoint's threshold, AUPRC, label agreement, max |score difference|).
+Results: a markdown table on stdout and in --out (benchmarks/serve.md keeps a copy with the machine noted).
+Evaluation data: ../shared/data/{openai-moderation,xstest}/eval.jsonl (read only, never trained on).
+"""
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+MAX_LENGTH = 256
+
+
+# ---------------------------------------------------------------- the naive baseline server
+
+def run_naive_server(model: str, port: int, threads: int) -> None:
+    """A plain FastAPI app: transformers pipeline, one request at a time, truncation (no windows)."""
+    import torch
+    import uvicorn
+    from fastapi import FastAPI
+    from transformers import pipeline
+    torch.set_num_threads(threads)
+    pipe = pipeline("text-classification", model=model, top_k=None, function_to_apply="sigmoid", device=-1)
+    app = FastAPI()
+
+    @app.post("/v1/classify")
+    async def classify(body: dict):  # sync work inside async def: requests are served one at a time
+        texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        out = pipe(texts, truncation=True, max_length=MAX_LENGTH)
+        return {"results": [{"unsafe_score": next(s["score"] for s in o if s["label"] == "unsafe")} for o in out]}
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"status": "ok"}
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+# ---------------------------------------------------------------- load generator
+
+async def load(url: str, texts: list[str], n: int, concurrency: int, headers=None) -> dict:
+    import httpx
+    lat: list[float] = []
+    errors = 0
+    queue = iter(range(n))
+
+    async def worker(c):
+        nonlocal errors
+        for i in queue:
+            t0 = time.perf_counter()
+            try:
+                r = await c.post("/v1/classify", json={"input": texts[i % len(texts)]})
+                errors += r.status_code != 200
+            except httpx.HTTPError:
+                errors += 1
+            lat.append(time.perf_counter() - t0)
+
+    async with httpx.AsyncClient(base_url=url, timeout=300, headers=headers,
+                                 limits=httpx.Limits(max_connections=concurrency)) as c:
+        warm = iter(range(min(8, n)))
+        for _ in warm:
+            await c.post("/v1/classify", json={"input": texts[0]})
+        t0 = time.perf_counter()
+        await asyncio.gather(*[worker(c) for _ in range(concurrency)])
+        secs = time.perf_counter() - t0
+    q = np.percentile(np.array(lat) * 1000, [50, 95, 99])
+    return {"n": n, "c": concurrency, "p50": q[0], "p95": q[1], "p99": q[2], "rps": n / secs, "errors": errors}
+
+
+def wait_healthy(url: str, seconds: float = 300) -> None:
+    import httpx
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise RuntimeError(f"{url} did not come up in {seconds:.0f} s")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------- data and model
+
+def read_texts(name: str) -> tuple[list[str], list[int]]:
+    f = DATA / name / "eval.jsonl"
+    if not f.exists():
+        sys.exit(f"serve_bench: {f} not found; the benchmark reads ../shared/data (see its README)")
+    rows = [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
+    return [r["text"] for r in rows], [int(r["label"] == "unsafe") for r in rows]
+
+
+def prepare_model(model: str, out: Path) -> str:
+    """A guardray-format folder of `model` (16 labelled outputs) that both systems load; a checkpoint as is."""
+    from guardray.classifier import load_backbone, read_meta
+    from guardray.models import resolve
+    path = resolve(model)
+    if read_meta(path):
+        return path
+    m, tok = load_backbone(path)
+    m.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    (out / "guardray.json").write_text(json.dumps({"threshold": 0.5, "note": f"untrained head on {model}"}))
+    return str(out)
+
+
+# ---------------------------------------------------------------- parts
+
+def http_part(model: str, sets: dict, args) -> list[dict]:
+    from ray import serve
+    from guardray.core.config import ResourcesConfig, ServeConfig
+    from guardray.ray_utils import init_ray
+    from guardray.serve import run_server
+    rows = []
+
+    def cells(system: str, url: str):
+        for set_name, texts in sets.items():
+            for c in (1, 8, 32):
+                n = args.requests if c > 1 else max(20, args.requests // 3)
+                r = asyncio.run(load(url, texts, n, c))
+                rows.append({"system": system, "texts": set_name, **r})
+                print(f"{system:14s} {set_name:10s} c={c:<3d} n={n:<4d} p50={r['p50']:7.1f} ms p95={r['p95']:7.1f} "
+                      f"p99={r['p99']:7.1f} {r['rps']:6.1f} req/s errors={r['errors']}", flush=True)
+
+    init_ray(num_cpus=4)
+    variants = [("guardray", "none")] + ([] if args.no_int8 else [("guardray-int8", "int8")])
+    port = free_port()
+    for system, quant in variants:
+        cfg = ServeConfig(model=model, port=port, threads=args.threads, quantize=quant, api_key_env="")
+        url = run_server(cfg, blocking=False, resources=ResourcesConfig(serve_cpus=1))
+        cells(system, url)
+    serve.shutdown()
+
+    port = free_port()
+    p = subprocess.Popen([sys.executable, __file__, "--naive-server", model, "--port", str(port),
+                          "--threads", str(args.threads)], cwd=ROOT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(url)
+        cells("naive", url)
+    finally:
+        p.terminate()
+        p.wait(timeout=60)
+    return rows
+
+
+def options_part(model: str, args) -> list[dict]:
+    import torch
+    from sklearn.metrics import average_precision_score, f1_score
+    from guardray.core.config import ServeConfig
+    from guardray.serve import load_classifier
+    sets = {name: read_texts(name) for name in ("openai-moderation", "xstest")}
+    variants = [("fp32, 1 thread", dict(threads=1)), ("fp32", {}), ("int8 (dynamic, Linear)", dict(quantize="int8")),
+                ("torch.compile", dict(compile=True))]
+    rows, base = [], {}
+    for name, kw in variants:
+        threads = kw.pop("threads", args.threads)
+        torch.set_num_threads(threads)
+        t_load = time.perf_counter()
+        clf = load_classifier(model, ServeConfig(model=model, window_stride=64, **kw))
+        t_load = time.perf_counter() - t_load
+        row = {"variant": name, "threads": threads, "load_s": t_load}
+        for set_name, (texts, labels) in sets.items():
+            if name == "torch.compile":  # compile work for new shapes: one untimed pass first
+                clf.score(texts[:256], batch_size=32, max_tokens=8192)
+            t0 = time.perf_counter()
+            s = clf.score(texts, batch_size=32, max_tokens=8192)
+            secs = time.perf_counter() - t0
+            pred = (s.unsafe >= clf.threshold).astype(int)
+            f1 = f1_score(labels, pred, zero_division=0)
+            auprc = average_precision_score(labels, s.unsafe)
+            if not base.get(set_name):
+                base[set_name] = (s.unsafe, pred, f1, auprc)
+            b = base[set_name]
+            row[set_name] = {"texts_per_s": len(texts) / secs, "f1": f1, "auprc": auprc, "d_f1": f1 - b[2],
+                             "d_auprc": auprc - b[3], "agree": float((pred == b[1]).mean()),
+                             "max_abs_d": float(np.abs(s.unsafe - b[0]).max())}
+        rows.append(row)
+        print(name, json.dumps(row, default=float), flush=True)
+    torch.set_num_threads(args.threads)
+    return rows
+
+
+def render(http_rows, opt_rows, meta) -> str:
+    out = [f"Machine: {meta['machine']}. Model: {meta['model']}. Date: {meta['date']}.", ""]
+    if http_rows:
+        out += ["| system | texts | concurrency | requests | p50 ms | p95 ms | p99 ms | req/s | errors |",
+                "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in http_rows:
+            out.append(f"| {r['system']} | {r['texts']} | {r['c']} | {r['n']} | {r['p50']:.1f} | {r['p95']:.1f} | "
+                       f"{r['p99']:.1f} | {r['rps']:.1f} | {r['errors']} |")
+        out.append("")
+    if opt_rows:
+        out += ["| variant | threads | load s | moderation texts/s | XSTest texts/s | moderation F1 (delta) | "
+                "moderation AUPRC (delta) | XSTest F1 (delta) | label agreement mod/XS | max abs score diff |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in opt_rows:
+            m, x = r["openai-moderation"], r["xstest"]
+            out.append(f"| {r['variant']} | {r['threads']} | {r['load_s']:.1f} | {m['texts_per_s']:.1f} | "
+                       f"{x['texts_per_s']:.1f} | {m['f1']:.3f} ({m['d_f1']:+.3f}) | {m['auprc']:.3f} "
+                       f"({m['d_auprc']:+.3f}) | {x['f1']:.3f} ({x['d_f1']:+.3f}) | {m['agree']:.3f} / "
+                       f"{x['agree']:.3f} | {max(m['max_abs_d'], x['max_abs_d']):.4f} |")
+    return "\n".join(out) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="minilm", help="checkpoint folder or registry name")
+    ap.add_argument("--requests", type=int, default=200, help="requests per cell at concurrency 8 and 32 "
+                                                                 "(a third at concurrency 1)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads for every system")
+    ap.add_argument("--only", choices=["http", "options"], default=None)
+    ap.add_argument("--no-int8", action="store_true", help="skip the guardray-int8 HTTP rows")
+    ap.add_argument("--out", default="runs/serve_bench.md")
+    ap.add_argument("--naive-server", metavar="MODEL", help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.naive_server:
+        run_naive_server(args.naive_server, args.port, args.threads)
+        return 0
+
+    from transformers import AutoTokenizer
+    work = Path(args.out).parent / "serve_bench_model"
+    work.mkdir(parents=True, exist_ok=True)
+    model = prepare_model(args.model, work)
+    tok = AutoTokenizer.from_pretrained(model)
+    xs, _ = read_texts("xstest")
+    short = [t for t in xs if len(tok(t)["input_ids"]) <= 32]
+    mod, _ = read_texts("openai-moderation")
+    sets = {"short": short, "moderation": mod}
+    for k, v in sets.items():
+        n_tok = [len(tok(t)["input_ids"]) for t in v]
+        print(f"{k}: {len(v)} texts, tokens mean {np.mean(n_tok):.0f}, p50 {np.median(n_tok):.0f}, "
+              f"max {max(n_tok)}", flush=True)
+    meta = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, load average "
+                       f"{os.getloadavg()[0]:.1f} at start", "model": f"{args.model} ({model})",
+            "date": time.strftime("%Y-%m-%d %H:%M")}
+    http_rows = http_part(model, sets, args) if args.only in (None, "http") else []
+    opt_rows = options_part(model, args) if args.only in (None, "options") else []
+    md = render(http_rows, opt_rows, meta)
+    Path(args.out).write_text(md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,382 @@
+"""The guardray pipeline: builds every actor and runs the controller loop.
+
+    guardray run --config configs/demo.yaml [dotted.key=value ...]        # the whole pipeline (make demo)
+    guardray attack --config C --classifier CKPT [dotted.key=value ...]   # one adversarial phase
+    python jobs/pipeline.py configs/demo.yaml                              # the same, as a Ray job
+
+augment -> curate -> train -> for each round: rollout -> score -> ppo_update -> sync_weights (x updates) ->
+harvest -> curate -> train (warm start) -> evaluate -> export. Actors exchange ObjectRefs (rollouts, rewards,
+weights); only this controller calls ray.get / ray.wait. Every finished step is recorded in
+runs/NAME/state.json with its outputs, so a re-run after a crash continues from the last finished step (a round
+that was cut short is redone from its start, with the policy saved at the end of the previous round).
+
+ASR (attack success rate, our definition): the share of fresh attacks - rewrites of held-out attack seeds sampled
+from the round's policy after its PPO updates - that succeed (fool the classifier, keep the seed's meaning
+(similarity >= attack.similarity_tau) and pass the validity judge), measured against the classifier the round
+attacked ("before retraining") and against the one retrained on the harvest ("after retraining").
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import ray
+
+from guardray.core.adversarial import attack_requests, make_rollouts
+from guardray.core.config import Config, dump_config, load_config
+from guardray.core.records import Example, RewardBatch, Rollout, read_many, write_examples
+from guardray.errors import UsageError
+
+
+# ---------------------------------------------------------------- run state (resume)
+
+class RunState:
+    """runs/NAME/state.json: which steps finished and what they produced."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / "state.json"
+        self.data = json.loads(self.path.read_text()) if self.path.exists() else {"steps": {}}
+
+    def get(self, step: str):
+        return self.data["steps"].get(step)
+
+    def put(self, step: str, value) -> None:
+        self.data["steps"][step] = value
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=2, default=str))
+        tmp.replace(self.path)
+
+
+def log(msg: str) -> None:
+    print(f"[guardray {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ---------------------------------------------------------------- the actors
+
+@dataclass
+class Actors:
+    replicas: list  # GeneratorReplica handles (the policy's weights after each sync)
+    learner: object  # PPOLearner handle
+    scorer: object  # Scorer handle (rewards against the current classifier)
+    curators: object  # CuratorPool
+
+
+def build_actors(cfg: Config, classifier: str, seeds: list[Example], decontam: list[str],
+                 policy: str = "") -> Actors:
+    """Every actor of the adversarial phase. `policy`: a saved policy to resume from (its KL reference is then
+    that policy too - resuming restarts the KL anchor; documented caveat)."""
+    import dataclasses
+    from guardray.curator import CuratorPool
+    from guardray.generator import make_replicas
+    from guardray.learner import PPOLearner
+    from guardray.scorer import Scorer
+    res = cfg.resources
+    ppo = dataclasses.replace(cfg.ppo, policy_model=policy) if policy else cfg.ppo
+    learner = PPOLearner.options(num_cpus=res.learner_cpus, num_gpus=res.learner_gpus).remote(
+        ppo, cfg.generator, cfg.run.seed)
+    replicas = make_replicas(cfg.generator, res, cfg.run.seed)
+    opts = dict(num_cpus=res.scorer_cpus, num_gpus=res.scorer_gpus)
+    validity_model = cfg.attack.validity_model or None
+    scorer = Scorer.options(**opts).remote(classifier, cfg.attack, embedder=cfg.attack.embedder,
+                                           validity_model=validity_model)
+    curators = CuratorPool(cfg.curator, res, reference_texts=[s.text for s in seeds], judge_model="",
+                           decontam_texts=decontam, progress=True)
+    actors = Actors(replicas, learner, scorer, curators)
+    sync_weights(actors)  # replicas start from exactly the learner's policy (and its version)
+    return actors
+
+
+# ---------------------------------------------------------------- the steps
+
+def augment_and_curate(cfg: Config, seeds: list[Example], state: RunState) -> list[Example]:
+    """Seeds -> query augmentation, paraphrasing, contrastive benign -> curation rounds (guardray.synth)."""
+    done = state.get("synth")
+    if done:
+        return read_many([done["path"]]).examples
+    from guardray.synth import run_synth
+    res = run_synth(cfg, seeds)
+    path = Path(cfg.run_dir) / "synth" / "curated.parquet"
+    write_examples(res.examples, path)
+    state.put("synth", {"path": str(path), "n": len(res.examples)})
+    return res.examples
+
+
+def train(cfg: Config, examples: list[Example], round: int, warm_start: str, state: RunState) -> dict:
+    """Fine-tune the classifier with Ray Train; warm start from the previous round's checkpoint."""
+    done = state.get(f"train/{round}")
+    if done:
+        return done
+    import dataclasses
+    from guardray.trainer import train_classifier
+    tcfg = dataclasses.replace(cfg.trainer, warm_start=warm_start or cfg.trainer.warm_start)
+    if round > 0:
+        tcfg = dataclasses.replace(tcfg, epochs=cfg.attack.retrain_epochs)
+    out = Path(cfg.run_dir) / "classifier" / f"round-{round}"
+    r = train_classifier(tcfg, examples, out, resources=cfg.resources, seed=cfg.run.seed + round,
+                         val_fraction=cfg.data.val_fraction)
+    write_examples(examples, Path(cfg.run_dir) / "data" / f"train-round-{round}.parquet")
+    info = {"path": r.path, "threshold": r.threshold, "val": r.metrics, "n_train": len(examples)}
+    state.put(f"train/{round}", info)
+    return info
+
+
+def evaluate(cfg: Config, ckpt: str, round: int, eval_sets: list[str], state: RunState) -> dict:
+    """Score the checkpoint on every configured evaluation set at its calibrated threshold."""
+    done = state.get(f"eval/{round}")
+    if done is not None:
+        return done
+    out = {}
+    if eval_sets:
+        from guardray.evaluate import evaluate as run_eval
+        rep = run_eval(ckpt, eval_sets, Path(cfg.run_dir) / "eval" / f"round-{round}",
+                       threshold=cfg.eval.threshold, batch_size=cfg.eval.batch_size, plots=True)
+        out = {name: {k: d.get(k) for k in ("n", "f1", "precision", "recall", "fpr", "auprc",
+                                              "recall_at_1pct_fpr")}
+               for name, d in rep["datasets"].items()}
+    state.put(f"eval/{round}", out)
+    return out
+
+
+def rollout(actors: Actors, seeds: list[Example], cfg: Config, round: int, tag: str, seed: int) -> list[Rollout]:
+    """Sample one rewrite per seed from the current policy, fanned out over the replicas."""
+    reqs = attack_requests(seeds, temperature=cfg.ppo.temperature, max_new_tokens=cfg.ppo.max_new_tokens,
+                           seed=seed, round=round)
+    reqs = [r.__class__(**{**asdict(r), "prompt_id": f"{r.prompt_id}{tag}"}) for r in reqs]
+    k = len(actors.replicas)
+    refs = [g.generate.remote(reqs[i::k]) for i, g in enumerate(actors.replicas)]
+    gens = [x for part in ray.get(refs) for x in part]
+    return make_rollouts(seeds, reqs, gens)
+
+
+def score(scorer, rollouts: list[Rollout]):
+    """-> ObjectRef[RewardBatch] (handed to the learner as a ref: it never passes through the driver)."""
+    return scorer.score.remote(rollouts)
+
+
+def ppo_update(actors: Actors, rollouts: list[Rollout], rewards_ref) -> dict:
+    return ray.get(actors.learner.update.remote(rollouts, rewards_ref))
+
+
+def sync_weights(actors: Actors) -> int:
+    """Put the learner's policy weights once and load them into every replica; returns the new version."""
+    [weights_ref] = ray.get(actors.learner.weights_ref.remote())
+    version = ray.get(actors.learner.version.remote())
+    got = ray.get([g.load_weights.remote(weights_ref, version) for g in actors.replicas])
+    if any(v != version for v in got):
+        raise RuntimeError(f"weight sync failed: replicas report versions {got}, learner {version}")
+    return version
+
+
+def harvest(rollouts: list[Rollout], rewards: list[RewardBatch], round: int, limit: int) -> list[Example]:
+    """Successful adversarial rewrites -> Examples with the seed's label and full provenance."""
+    out, seen = [], set()
+    for batch, rb in zip(rollouts, rewards):
+        for ro, ok in zip(batch, rb.components["success"]):
+            text = ro.generation.text.strip()
+            if ok >= 0.5 and text and text not in seen:
+                seen.add(text)
+                out.append(ro.seed.derive(
+                    id=f"adv-r{round}-{len(out):05d}-{ro.seed.id}", text=text, stage="adversarial", round=round,
+                    generator=f"{ro.generation.generator}@v{ro.policy_version}", source="adversarial"))
+    return out[:limit] if limit else out
+
+
+def asr(rb: RewardBatch) -> float | None:
+    s = rb.components["success"]
+    return float(np.mean(s)) if len(s) else None
+
+
+# ---------------------------------------------------------------- the controller
+
+def run_pipeline(cfg: Config) -> dict:
+    from guardray.data import load_seeds
+    from guardray.ray_utils import init_ray
+    t0 = time.time()
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, run_dir / "config.yaml")
+    state = RunState(run_dir)
+    init_ray(cfg.run.ray_address)
+    seeds = load_seeds(cfg.data.seeds, skip_bad=cfg.data.skip_bad_rows)
+    extra = read_many(cfg.data.extra_train, skip_bad=cfg.data.skip_bad_rows).examples if cfg.data.extra_train else []
+    eval_sets = resolve_eval_sets(cfg)
+    attack_pool, eval_pool = split_attack_seeds(seeds, cfg)
+    log(f"{len(seeds)} seeds, {len(extra)} extra examples, eval sets: {[Path(p).name for p in eval_sets] or 'none'}")
+
+    synthetic = augment_and_curate(cfg, seeds, state)                                   # augment + curate
+    train_set = seeds + extra + synthetic
+    ckpt = train(cfg, train_set, 0, "", state)                                          # train (round 0)
+    rounds = [{"round": 0, "n_train": len(train_set), "val": ckpt["val"],
+               "eval": evaluate(cfg, ckpt["path"], 0, eval_sets, state)}]               # evaluate
+    finished = [r for r in range(1, cfg.attack.rounds + 1) if state.get(f"round/{r}")]
+    for r in finished:                                                                  # resume
+        rounds.append(state.get(f"round/{r}"))
+        ckpt = state.get(f"train/{r}")
+    if len(finished) == cfg.attack.rounds:
+        return export(cfg, rounds, ckpt, time.time() - t0)
+    train_set = read_many([Path(cfg.run_dir) / "data" / f"train-round-{max(finished)}.parquet"]).examples \
+        if finished else train_set
+    actors = build_actors(cfg, ckpt["path"], seeds, decontam_texts(cfg), policy=last_policy(cfg, state))
+    for r in range(max(finished, default=0) + 1, cfg.attack.rounds + 1):
+        batches, rbs, stats = [], [], []
+        for u in range(cfg.ppo.updates_per_round):
+            seeds_u = random.Random(cfg.run.seed * 7919 + r * 101 + u).sample(
+                attack_pool, min(cfg.ppo.rollouts_per_update, len(attack_pool)))
+            ro = rollout(actors, seeds_u, cfg, r, f"u{u}", cfg.run.seed + 1000 * r + u)       # rollout
+            rb_ref = score(actors.scorer, ro)                                            # score
+            stats.append(ppo_update(actors, ro, rb_ref))                                 # ppo_update
+            sync_weights(actors)                                                         # sync_weights
+            batches.append(ro), rbs.append(ray.get(rb_ref))
+            log(f"round {r} update {u + 1}/{cfg.ppo.updates_per_round}: reward {stats[-1]['mean_reward']:.3f} "
+                f"kl {stats[-1]['kl']:.4f} success {asr(rbs[-1]):.2f}")
+        fresh = rollout(actors, eval_pool, cfg, r, "eval", cfg.run.seed + 999_983 * r)       # fresh attacks
+        before = ray.get(score(actors.scorer, fresh))
+        harvested = harvest(batches + [fresh], rbs + [before], r, cfg.attack.harvest_max)   # harvest
+        curated = actors.curators.curate(harvested, stage="adversarial", round=r).kept if harvested else []
+        train_set = train_set + curated                                                  # curate
+        ckpt = train(cfg, train_set, r, ckpt["path"], state)                              # train (warm start)
+        ray.get([actors.scorer.set_classifier.remote(ckpt["path"]),
+                 actors.scorer.record_successes.remote([e.text for e in curated])])
+        after = ray.get(score(actors.scorer, fresh))
+        rec = {"round": r, "asr_before_retrain": asr(before), "asr_after_retrain": asr(after),
+               "harvested": len(harvested), "curated": len(curated), "n_train": len(train_set),
+               "ppo": stats, "reward_components": mean_components(rbs), "val": ckpt["val"],
+               "eval": evaluate(cfg, ckpt["path"], r, eval_sets, state),                # evaluate
+               "samples": success_samples(fresh, before)}
+        save_policy(actors, cfg, r)
+        state.put(f"round/{r}", rec)
+        rounds.append(rec)
+        log(f"round {r}: ASR {rec['asr_before_retrain']:.2f} -> {rec['asr_after_retrain']:.2f} after retraining, "
+            f"{len(curated)} adversarial examples added")
+    actors.curators.shutdown()
+    return export(cfg, rounds, ckpt, time.time() - t0)
+
+
+# ---------------------------------------------------------------- helpers of the controller
+
+def resolve_eval_sets(cfg: Config) -> list[str]:
+    """Evaluation files/folders; a missing one is an error unless data.missing_eval=skip (then said loudly)."""
+    out = []
+    for p in cfg.data.eval_sets:
+        path = Path(p)
+        f = path / "eval.jsonl" if path.is_dir() else path
+        if f.exists():
+            out.append(str(path))
+        elif cfg.data.missing_eval == "skip":
+            log(f"evaluation set {p} not found: skipped (data.missing_eval=skip)")
+        else:
+            raise UsageError(f"data.eval_sets: {p} not found; fix the path, or set data.missing_eval=skip")
+    return out
+
+
+def decontam_texts(cfg: Config) -> list[str]:
+    """Texts synthetic and adversarial data must not near-duplicate: data.decontaminate plus the eval sets."""
+    paths = [str(Path(p) / "eval.jsonl") if Path(p).is_dir() else p
+             for p in list(cfg.data.decontaminate) + resolve_eval_sets(cfg)]
+    texts = []
+    for p in paths:
+        if Path(p).exists():
+            texts += [e.text for e in read_many([p], strict_categories=False, skip_bad=True,
+                                                allow_duplicate_ids=True).examples]
+    return texts
+
+
+def split_attack_seeds(seeds: list[Example], cfg: Config) -> tuple[list[Example], list[Example]]:
+    """Seeds the policy trains on vs held-out seeds for measuring ASR with fresh attacks (both label-mixed)."""
+    rng = random.Random(cfg.run.seed)
+    pool = [s for s in seeds if s.unsafe or cfg.attack.attack_safe]
+    rng.shuffle(pool)
+    n_eval = min(cfg.attack.eval_attacks, len(pool) // 2)
+    return pool[n_eval:], pool[:n_eval]
+
+
+def save_policy(actors: Actors, cfg: Config, round: int) -> str:
+    path = Path(cfg.run_dir) / "policy" / f"round-{round}"
+    return ray.get(actors.learner.save.remote(str(path)))
+
+
+def last_policy(cfg: Config, state: RunState) -> str:
+    done = [r for r in range(1, cfg.attack.rounds + 1) if state.get(f"round/{r}")]
+    p = Path(cfg.run_dir) / "policy" / f"round-{max(done)}" if done else None
+    return str(p) if p and (p / "config.json").exists() else ""
+
+
+def mean_components(rbs: list[RewardBatch]) -> dict:
+    keys = rbs[0].components.keys() if rbs else []
+    return {k: float(np.mean(np.concatenate([np.asarray(rb.components[k]) for rb in rbs]))) for k in keys}
+
+
+def success_samples(rollouts: list[Rollout], rb: RewardBatch, k: int = 5) -> list[dict]:
+    out = []
+    for ro, ok, s in zip(rollouts, rb.components["success"], rb.components["classifier_score"]):
+        if ok >= 0.5 and len(out) < k:
+            out.append({"seed": ro.seed.text, "label": ro.seed.label, "attack": ro.generation.text.strip(),
+                        "unsafe_score": round(float(s), 3)})
+    return out
+
+
+def export(cfg: Config, rounds: list[dict], ckpt: dict, seconds: float) -> dict:
+    """report.json, report.md and plots (ASR and F1 by round) in runs/NAME/."""
+    from guardray.report import write_pipeline_report
+    report = {"run": cfg.run.name, "final_checkpoint": ckpt["path"], "threshold": ckpt["threshold"],
+              "seconds": round(seconds, 1), "rounds": rounds,
+              "choices": {"reward": "guardray.core.adversarial (our formula)",
+                          "asr": "fresh attacks on held-out seeds, before and after retraining",
+                          "validity": cfg.attack.validity, "similarity_tau": cfg.attack.similarity_tau}}
+    write_pipeline_report(report, Path(cfg.run_dir))
+    log(f"done in {seconds / 60:.1f} min: {Path(cfg.run_dir) / 'report.md'}")
+    return report
+
+
+def run_attack(cfg: Config, classifier: str) -> dict:
+    """One adversarial phase against `classifier`: PPO updates, then fresh attacks; writes successes (no retrain)."""
+    from guardray.data import load_seeds
+    from guardray.ray_utils import init_ray
+    init_ray(cfg.run.ray_address)
+    seeds = load_seeds(cfg.data.seeds, skip_bad=cfg.data.skip_bad_rows)
+    attack_pool, eval_pool = split_attack_seeds(seeds, cfg)
+    actors = build_actors(cfg, classifier, seeds, decontam_texts(cfg))
+    rbs, batches, stats = [], [], []
+    for u in range(cfg.ppo.updates_per_round):
+        seeds_u = random.Random(cfg.run.seed + u).sample(attack_pool, min(cfg.ppo.rollouts_per_update,
+                                                                           len(attack_pool)))
+        ro = rollout(actors, seeds_u, cfg, 1, f"u{u}", cfg.run.seed + u)
+        rb_ref = score(actors.scorer, ro)
+        stats.append(ppo_update(actors, ro, rb_ref))
+        sync_weights(actors)
+        batches.append(ro), rbs.append(ray.get(rb_ref))
+        log(f"update {u + 1}: reward {stats[-1]['mean_reward']:.3f} success {asr(rbs[-1]):.2f}")
+    fresh = rollout(actors, eval_pool, cfg, 1, "eval", cfg.run.seed + 999_983)
+    rb = ray.get(score(actors.scorer, fresh))
+    found = harvest(batches + [fresh], rbs + [rb], 1, 0)
+    out = Path(cfg.run_dir) / "attack"
+    write_examples(found, out / "successes.jsonl") if found else None
+    rep = {"classifier": classifier, "asr": asr(rb), "successes": len(found), "ppo": stats,
+           "reward_components": mean_components(rbs + [rb]), "samples": success_samples(fresh, rb)}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "attack.json").write_text(json.dumps(rep, indent=2))
+    actors.curators.shutdown()
+    log(f"ASR {rep['asr']:.2f} on {len(fresh)} fresh attacks; {len(found)} successes in {out}")
+    return rep
+
+
+def cli(argv: list[str], cmd: str = "run") -> int:
+    p = argparse.ArgumentParser(prog=f"guardray {cmd}", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="configs/*.yaml")
+    if cmd == "attack":
+        p.add_argument("--classifier", required=True, help="guardray checkpoint to attack")
+    p.add_argument("overrides", nargs="*", help="dotted.key=value")
+    args = p.parse_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    if cmd == "attack":
+        run_attack(cfg, args.classifier)
+    else:
+        run_pipeline(cfg)
+    return 0

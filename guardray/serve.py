@@ -1,0 +1,580 @@
+"""Serve a guardrail on Ray Serve: FastAPI ingress, dynamic batching, several checkpoints side by side.
+
+    guardray serve --model runs/default/classifier                    # http://127.0.0.1:8000, docs at /docs
+    guardray serve --model ckpt_r2 --multiplex r0=ckpt_r0 --multiplex r1=ckpt_r1 --port 8080 quantize=int8
+    serve run configs/serve.yaml                                      # the same app from a Ray Serve config
+    serve run guardray.serve:build_app model=runs/default/classifier  # ... or from its import path
+    python jobs/serve.py configs/serve.yaml                           # deploy onto a running cluster
+    curl -s 127.0.0.1:8000/v1/classify -H 'content-type: application/json' -d '{"input": ["hi", "..."]}'
+
+Endpoints (OpenAPI schema at /openapi.json):
+  POST /v1/classify     {"input": text | [texts], "model"?: id} -> per text: label, unsafe_score, category_scores
+                        (taxonomy codes), threshold, model
+  POST /v1/moderations  the OpenAI moderation request/response shape, so `openai.OpenAI(base_url=URL + "/v1")
+                        .moderations.create(input=...)` works; taxonomy scores are max-pooled onto the OpenAI
+                        categories (guardray.core.taxonomy.openai_scores); `flagged` is unsafe_score >= threshold
+  GET  /v1/models       the served model ids
+  GET  /healthz         liveness (no auth)
+Metrics: Ray Serve's own (ray_serve_*: requests, latency, errors, replicas, multiplexed models) and ours
+(guardray_texts, guardray_windows, guardray_batch_texts) on every Ray node's Prometheus metrics port.
+
+A request's path: the auth middleware (bearer token, when the env var named by ServeConfig.api_key_env is set
+-> else 401), FastAPI validation (-> 422 with a message naming the field), our limits (max_texts, max_chars ->
+413), the model id (-> 404 if not served). Each text then becomes one item of `@serve.batch`, so texts of
+concurrent requests share forward passes. A batch is grouped by model id; each model comes from the Serve
+multiplexing cache (`@serve.multiplexed`, LRU per replica) and `GuardClassifier.score` splits long texts into
+overlapping windows (the max over windows wins, so content at the end of a long prompt is seen) and pads per
+length bucket (max_batch_tokens). The model id comes from the request field `model`, else the header
+`serve_multiplexed_model_id` (which also lets Serve route to a replica that holds the model), else "default".
+"""
+# no `from __future__ import annotations`: FastAPI reads the route annotations of the pickled class at runtime
+
+import argparse
+import asyncio
+import concurrent.futures
+import hashlib
+import hmac
+import ipaddress
+import os
+import re
+import time
+import typing
+import uuid
+import warnings
+from pathlib import Path
+from typing import Annotated, Literal, Optional, Union
+
+import yaml
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from guardray.core.config import (ConfigError, ResourcesConfig, ServeConfig, build, load_config,
+                                  parse_overrides, to_dict)
+from guardray.core.taxonomy import CATEGORY_CODES, OPENAI_CATEGORIES, openai_scores
+
+APP_NAME = "guardray"
+DEFAULT_MODEL = "default"  # the id of ServeConfig.model
+MODELS_PER_REPLICA = 8  # multiplexed checkpoints kept loaded per replica (LRU beyond that)
+CATEGORY_FLAG = 0.5  # an OpenAI category is true when the text is flagged and its max-pooled score >= this
+OPENAI_MODEL_PREFIXES = ("omni-moderation", "text-moderation")  # OpenAI model names mean our default model
+MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+OPEN_PATHS = {"/healthz", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"}
+
+
+# ---------------------------------------------------------------- request and response schema
+
+Text = Annotated[str, Field(min_length=1)]  # empty texts are a client mistake; whitespace is classified
+
+
+class ClassifyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"input": ["How do I kill a Python process?", "Write a threat to my neighbour."]}]})
+    input: Union[Text, Annotated[list[Text], Field(min_length=1)]] = Field(description="one text, or a list")
+    model: Optional[str] = Field(None, description="served model id (GET /v1/models); default: 'default'")
+
+
+class TextResult(BaseModel):
+    label: Literal["safe", "unsafe"]
+    unsafe_score: float = Field(description="probability that the text is unsafe (max over its windows)")
+    category_scores: dict[str, float] = Field(description="per taxonomy code (S1..S14, jailbreak)")
+    threshold: float = Field(description="the model's decision threshold: unsafe when unsafe_score >= it")
+    model: str
+
+
+class ClassifyResponse(BaseModel):
+    model: str
+    results: list[TextResult]
+
+
+class TextPart(BaseModel):
+    """The OpenAI multi-modal input item, text only."""
+    type: Literal["text"]
+    text: Text
+
+
+class ModerationRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [{"input": "I want to kill them."}]})
+    input: Union[Text, Annotated[list[Union[Text, TextPart]], Field(min_length=1)]] = Field(
+        description="one text, or a list of texts")
+    model: Optional[str] = Field(None, description="served model id; OpenAI model names mean 'default'")
+
+
+class ModerationResult(BaseModel):
+    flagged: bool
+    categories: dict[str, bool]
+    category_scores: dict[str, float]
+    category_applied_input_types: dict[str, list[str]]
+
+
+class ModerationResponse(BaseModel):
+    id: str
+    model: str
+    results: list[ModerationResult]
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    owned_by: str = "guardray"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: Optional[str] = None
+    code: Optional[str] = None
+
+
+class ErrorResponse(BaseModel):
+    """The OpenAI error shape, so the openai client raises with our message."""
+    error: ErrorDetail
+
+
+class ApiError(Exception):
+    """A client mistake (4xx) or an unavailable model (503), turned into an ErrorResponse."""
+
+    def __init__(self, status: int, message: str, code: str, param: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.code, self.param = status, message, code, param
+
+
+def _error(status: int, message: str, code: str, param: str | None = None, headers=None) -> JSONResponse:
+    kind = {401: "authentication_error", 404: "not_found_error", 413: "request_too_large",
+            503: "service_unavailable"}.get(status, "invalid_request_error")
+    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+ERRORS = {s: {"model": ErrorResponse, "description": d} for s, d in (
+    (400, "conflicting model selection"), (401, "missing or wrong API key"), (404, "model not served"),
+    (413, "too many texts or a text too long"), (422, "malformed JSON, wrong types or empty input"))}
+
+api = FastAPI(title="guardray", version="0.1.0", description=(
+    "Safety guardrail classifier. Errors use the OpenAI error shape {error: {message, type, param, code}}. "
+    "Send `Authorization: Bearer KEY` when the server has an API key."))
+
+
+@api.exception_handler(ApiError)
+async def _api_error(request: Request, e: ApiError):
+    return _error(e.status, e.message, e.code, e.param)
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, e: StarletteHTTPException):
+    return _error(e.status_code, str(e.detail), "http_error", headers=getattr(e, "headers", None))
+
+
+@api.exception_handler(RequestValidationError)
+async def _validation_error(request: Request, e: RequestValidationError):
+    message, param = validation_message(e.errors())
+    return _error(422, message, "invalid_request", param)
+
+
+def validation_message(errors) -> tuple[str, str | None]:
+    """FastAPI/pydantic errors -> one sentence naming the field and what to send instead."""
+    example = 'send JSON like {"input": "some text"} with content-type application/json'
+    first = errors[0] if errors else {"type": "", "loc": ()}
+    loc = [x for x in first.get("loc", ()) if x != "body"]
+    if first["type"] == "json_invalid":
+        err = (first.get("ctx") or {}).get("error", "parse error")
+        pos = first["loc"][1] if len(first.get("loc", ())) > 1 else "?"
+        return f"request body is not valid JSON ({err} at character {pos}); {example}", None
+    if not loc:
+        if first["type"] == "missing":
+            return f"request body is missing; {example}", None
+        return f"request body must be a JSON object; {example}", None
+    extra = [str(e["loc"][-1]) for e in errors if e["type"] == "extra_forbidden"]
+    if extra:
+        return (f"{extra[0]}: unknown field; valid fields are 'input' (a text or a list of texts) and 'model'",
+                extra[0])
+    field = str(loc[0])
+    if first["type"] == "missing":
+        return f"{field}: required field is missing; {example}", field
+    if field == "input":
+        kinds = {e["type"] for e in errors}
+        if "too_short" in kinds:
+            return "input: the list is empty; send at least one text", "input"
+        for kind, what in (("string_too_short", "the text is empty; send text to classify"),
+                           ("string_unicode", "not valid Unicode (a lone surrogate?); send UTF-8 text")):
+            e = next((e for e in errors if e["type"] == kind), None)
+            if e is not None:
+                idx = [x for x in e["loc"] if isinstance(x, int)]
+                return f"input{f'[{idx[0]}]' if idx else ''}: {what}", "input"
+        item = next((e for e in errors if any(isinstance(x, int) for x in e.get("loc", ()))), None)
+        if item is not None:
+            idx = next(x for x in item["loc"] if isinstance(x, int))
+            got = f" (item {idx} is {_kind(item.get('input'))})"
+        else:
+            got = f" (got {_kind(first.get('input'))})"
+        return (f"input: must be a string or a list of strings{got}; the list may also hold "
+                f'{{"type": "text", "text": ...}} items on /v1/moderations', "input")
+    where = ".".join(str(x) for x in loc)
+    return f"{where}: {first.get('msg', 'invalid value')}", field
+
+
+def _kind(value) -> str:
+    names = {str: "a string", int: "a number", float: "a number", bool: "true/false", dict: "an object",
+             list: "a list", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+@api.middleware("http")
+async def _auth(request: Request, call_next):
+    """Bearer-token check before the body is read, so an unauthenticated client learns nothing else."""
+    deployment = _current_deployment()
+    want = getattr(deployment, "key_sha256", "") if deployment is not None else ""
+    path = request.url.path
+    root = request.scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root):] or "/"
+    if want and path not in OPEN_PATHS:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        got = hashlib.sha256(token.strip().encode()).hexdigest()
+        if scheme.lower() != "bearer" or not hmac.compare_digest(got, want):
+            return _error(401, "missing or wrong API key: send the header 'Authorization: Bearer KEY' with the "
+                          "key set on the server", "invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+    return await call_next(request)
+
+
+def _current_deployment():
+    try:
+        return serve.get_replica_context().servable_object
+    except Exception:  # noqa: BLE001 - outside a replica (e.g. schema export): no auth state
+        return None
+
+
+def moderation_result(unsafe: float, cats: list[float], threshold: float) -> ModerationResult:
+    flagged = unsafe >= threshold
+    scores = openai_scores(dict(zip(CATEGORY_CODES, cats)))
+    return ModerationResult(
+        flagged=flagged, category_scores=scores,
+        categories={k: bool(flagged and scores[k] >= CATEGORY_FLAG) for k in OPENAI_CATEGORIES},
+        category_applied_input_types={k: ["text"] for k in OPENAI_CATEGORIES})
+
+
+def load_classifier(path: str, cfg: ServeConfig, device: str = "cpu"):
+    """GuardClassifier with the speed options of `cfg` applied, warmed up."""
+    import torch
+    from guardray.classifier import GuardClassifier
+    clf = GuardClassifier.load(path, device=device, stride=cfg.window_stride, threshold=cfg.threshold)
+    if cfg.quantize == "int8":
+        if device != "cpu":
+            raise ConfigError("serve.quantize: int8 is dynamic CPU quantisation; use it on CPU replicas "
+                              "(resources.serve_gpus=0) or set quantize=none")
+        with warnings.catch_warnings():  # torch.ao.quantization is deprecated in favour of torchao; it still works
+            warnings.simplefilter("ignore")
+            clf.model = torch.ao.quantization.quantize_dynamic(clf.model, {torch.nn.Linear}, dtype=torch.qint8)
+    if cfg.compile:
+        clf.model = torch.compile(clf.model, dynamic=True)
+    clf.score(["warm-up text", "a second, somewhat longer warm-up text for another shape"], batch_size=2)
+    return clf
+
+
+# ---------------------------------------------------------------- the deployment
+# (the helpers it uses are defined above it: Serve pickles the class when the decorator runs)
+
+@serve.deployment(name="GuardrailDeployment")
+@serve.ingress(api)
+class GuardrailDeployment:
+    """One replica: the default checkpoint loaded at start, others loaded on demand (multiplexed).
+
+    Resources: ray_actor_options from ResourcesConfig (serve_cpus, serve_gpus). Inputs: HTTP requests.
+    Outputs: JSON. Forward passes run one at a time on a private thread (torch threads = ServeConfig.threads,
+    else the replica's CPUs), so the event loop keeps accepting requests while a batch runs."""
+
+    def __init__(self, settings: dict, paths: dict[str, str], key_sha256: str = ""):
+        import torch
+        self.cfg = build(ServeConfig, settings, "serve")
+        self.paths = dict(paths)
+        env_key = os.environ.get(self.cfg.api_key_env, "") if self.cfg.api_key_env else ""
+        self.key_sha256 = key_sha256 or (hashlib.sha256(env_key.encode()).hexdigest() if env_key else "")
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        threads = self.cfg.threads or torch.get_num_threads()
+        self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="guardray-forward",
+                                                          initializer=torch.set_num_threads,
+                                                          initargs=(threads,))
+        self.loader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="guardray-load")
+        self.default = self.pool.submit(self._load_blocking, DEFAULT_MODEL).result()
+        self._score_batch.set_max_batch_size(self.cfg.max_batch_size)
+        self._score_batch.set_batch_wait_timeout_s(self.cfg.batch_wait_timeout_s)
+        from ray.serve import metrics
+        self.m_texts = metrics.Counter("guardray_texts", description="texts classified",
+                                       tag_keys=("model", "label"))
+        self.m_windows = metrics.Counter("guardray_windows", description="model windows (long texts > 1)",
+                                         tag_keys=("model",))
+        self.m_batch = metrics.Histogram("guardray_batch_texts", description="texts per forward batch",
+                                         boundaries=[1, 2, 4, 8, 16, 32, 64, 128, 256], tag_keys=("model",))
+
+    def _load_blocking(self, model_id: str):
+        return load_classifier(self.paths[model_id], self.cfg, self.device)
+
+    @serve.multiplexed(max_num_models_per_replica=MODELS_PER_REPLICA)
+    async def get_model(self, model_id: str):
+        if model_id == DEFAULT_MODEL:
+            return self.default
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.loader, self._load_blocking, model_id)
+        except Exception as e:  # a broken checkpoint is the server's problem, not the client's
+            raise ApiError(503, f"model {model_id!r} failed to load: {type(e).__name__}: {e}",
+                           "model_unavailable", "model") from e
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    async def _score_batch(self, items: list[tuple[str, str]]) -> list[tuple[float, list[float], float]]:
+        """(model id, text) items from concurrent requests -> (unsafe, category scores, threshold) each."""
+        out: list = [None] * len(items)
+        groups: dict[str, list[int]] = {}
+        for i, (mid, _) in enumerate(items):
+            groups.setdefault(mid, []).append(i)
+        loop = asyncio.get_running_loop()
+        for mid, idx in groups.items():
+            clf = await self.get_model(mid)
+            texts = [items[i][1] for i in idx]
+            s = await loop.run_in_executor(self.pool, lambda: clf.score(
+                texts, batch_size=self.cfg.max_batch_size, max_tokens=self.cfg.max_batch_tokens or None))
+            self.m_batch.observe(len(texts), tags={"model": mid})
+            self.m_windows.inc(s.windows, tags={"model": mid})
+            for j, i in enumerate(idx):
+                out[i] = (float(s.unsafe[j]), s.categories[j].tolist(), clf.threshold)
+        return out
+
+    async def _run(self, texts: list[str], model_id: str) -> list[tuple[float, list[float], float]]:
+        res = await asyncio.gather(*[self._score_batch((model_id, t)) for t in texts])
+        for u, _, thr in res:
+            self.m_texts.inc(1, tags={"model": model_id, "label": "unsafe" if u >= thr else "safe"})
+        return res
+
+    def _texts(self, inp) -> list[str]:
+        """Apply the request limits; name the offending item and the limit."""
+        texts = [inp] if isinstance(inp, str) else [t if isinstance(t, str) else t.text for t in inp]
+        if not texts:
+            raise ApiError(422, "input: the list is empty; send at least one text", "empty_input", "input")
+        if len(texts) > self.cfg.max_texts:
+            raise ApiError(413, f"input: {len(texts)} texts in one request; the limit is max_texts="
+                           f"{self.cfg.max_texts} (split the request, or raise serve.max_texts)",
+                           "too_many_texts", "input")
+        for i, t in enumerate(texts):
+            where = "input" if isinstance(inp, str) else f"input[{i}]"
+            if len(t) > self.cfg.max_chars:
+                raise ApiError(413, f"{where}: {len(t)} characters; the limit is max_chars={self.cfg.max_chars} "
+                               "(shorten or split the text, or raise serve.max_chars)", "text_too_long", "input")
+            if not t:  # the schema already says so; kept for callers that bypass it
+                raise ApiError(422, f"{where}: the text is empty; send text to classify", "empty_input", "input")
+            try:
+                t.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise ApiError(422, f"{where}: not valid Unicode (a lone surrogate at character {e.start}); "
+                               "send UTF-8 text", "invalid_text", "input") from None
+        return texts
+
+    def _model_id(self, requested: str | None, openai_names: bool = False) -> str:
+        header = serve.get_multiplexed_model_id()
+        if requested and header and requested != header:
+            raise ApiError(400, f"model: the request field says {requested!r} but the header "
+                           f"serve_multiplexed_model_id says {header!r}; send one of them", "model_conflict",
+                           "model")
+        mid = requested or header or DEFAULT_MODEL
+        if mid in self.paths:
+            return mid
+        if openai_names and mid.startswith(OPENAI_MODEL_PREFIXES):
+            return DEFAULT_MODEL
+        raise ApiError(404, f"model {mid!r} is not served here; served model ids: {', '.join(self.paths)} "
+                       "(GET /v1/models)", "model_not_found", "model")
+
+    @api.post("/v1/classify", response_model=ClassifyResponse, responses=ERRORS)
+    async def classify(self, body: ClassifyRequest) -> ClassifyResponse:
+        """Classify one text or a list: label, unsafe score, category scores, threshold and model per text."""
+        texts = self._texts(body.input)
+        mid = self._model_id(body.model)
+        res = await self._run(texts, mid)
+        return ClassifyResponse(model=mid, results=[TextResult(
+            label="unsafe" if u >= thr else "safe", unsafe_score=u,
+            category_scores=dict(zip(CATEGORY_CODES, cats)), threshold=thr, model=mid) for u, cats, thr in res])
+
+    @api.post("/v1/moderations", response_model=ModerationResponse, responses=ERRORS)
+    async def moderations(self, body: ModerationRequest) -> ModerationResponse:
+        """The OpenAI moderation API shape, mapped from the guardray taxonomy."""
+        texts = self._texts(body.input)
+        mid = self._model_id(body.model, openai_names=True)
+        res = await self._run(texts, mid)
+        return ModerationResponse(id=f"modr-{uuid.uuid4().hex}", model=mid,
+                                  results=[moderation_result(u, cats, thr) for u, cats, thr in res])
+
+    @api.get("/v1/models", response_model=ModelList, responses={401: ERRORS[401]})
+    async def models(self) -> ModelList:
+        return ModelList(data=[ModelCard(id=m) for m in self.paths])
+
+    @api.get("/healthz")
+    async def healthz(self) -> dict:
+        return {"status": "ok"}
+
+
+# ---------------------------------------------------------------- building and running
+
+def settings(args: dict | None) -> tuple[ServeConfig, ResourcesConfig]:
+    """Validate build_app args: ServeConfig fields plus an optional `resources` mapping (ResourcesConfig).
+
+    String values for non-string fields are parsed as YAML, so `serve run guardray.serve:build_app port=8080
+    threshold=0.4` works like the config file."""
+    data = dict(args or {})
+    res = build(ResourcesConfig, data.pop("resources", None) or {}, "resources")
+    hints = typing.get_type_hints(ServeConfig)
+    for k, v in list(data.items()):
+        if isinstance(v, str) and k in hints and hints[k] is not str:
+            try:
+                data[k] = yaml.safe_load(v)
+            except yaml.YAMLError:
+                pass
+    cfg = build(ServeConfig, data, "serve")
+    if cfg.threshold is not None and not 0.0 <= cfg.threshold <= 1.0:
+        raise ConfigError(f"serve.threshold: {cfg.threshold} is out of range; it must be between 0 and 1")
+    if not cfg.model:
+        raise ConfigError("serve.model: no checkpoint given; pass --model PATH (a checkpoint folder written by "
+                          "guardray train, or a registry name such as minilm)")
+    for mid, path in cfg.models.items():
+        if not isinstance(mid, str) or not MODEL_ID.match(mid) or mid == DEFAULT_MODEL:
+            raise ConfigError(f"serve.models: bad model id {mid!r}; use letters, digits and ._:- (at most 64), "
+                              f"not {DEFAULT_MODEL!r} (the id of serve.model)")
+        if not isinstance(path, str) or not path:
+            raise ConfigError(f"serve.models.{mid}: expected a checkpoint path, got {path!r}")
+    return cfg, res
+
+
+def model_paths(cfg: ServeConfig) -> dict[str, str]:
+    """Model id -> local folder; fails here (ModelNotFound naming the model) rather than inside a replica."""
+    from guardray.models import resolve
+    return {DEFAULT_MODEL: resolve(cfg.model), **{mid: resolve(p) for mid, p in cfg.models.items()}}
+
+
+def build_app(args: dict) -> serve.Application:
+    """The Serve application (import path `guardray.serve:build_app`, used by configs/serve.yaml).
+
+    args: ServeConfig fields (model, models, threshold, max_batch_size, ...) and optionally `resources`
+    ({serve_cpus, serve_gpus}). The API key is read here, from the env var named by api_key_env, and only its
+    SHA-256 travels to the replicas."""
+    cfg, res = settings(args)
+    paths = model_paths(cfg)
+    key = os.environ.get(cfg.api_key_env, "") if cfg.api_key_env else ""
+    key_sha = hashlib.sha256(key.encode()).hexdigest() if key else ""
+    opts: dict = {"max_ongoing_requests": cfg.max_ongoing_requests,
+                  "ray_actor_options": {"num_cpus": res.serve_cpus, "num_gpus": res.serve_gpus}}
+    if cfg.autoscaling:
+        opts["autoscaling_config"] = {"min_replicas": cfg.min_replicas, "max_replicas": cfg.max_replicas,
+                                      "initial_replicas": max(cfg.min_replicas, 1),
+                                      "target_ongoing_requests": cfg.target_ongoing_requests}
+    else:
+        opts["num_replicas"] = cfg.num_replicas
+    return GuardrailDeployment.options(**opts).bind(to_dict(cfg), paths, key_sha)
+
+
+def run_server(cfg: ServeConfig, blocking: bool = True, *, resources: ResourcesConfig | None = None,
+               ray_address: str = "") -> str:
+    """Start Serve (HTTP on cfg.host:cfg.port), deploy the app, return its base URL; blocking: serve until Ctrl-C,
+    then shut Serve down."""
+    from ray.serve.context import _get_global_client
+    from guardray.ray_utils import init_ray
+    app = build_app({**to_dict(cfg), "resources": to_dict(resources or ResourcesConfig())})
+    init_ray(ray_address)
+    serve.start(http_options={"host": cfg.host, "port": cfg.port})
+    http = _get_global_client().http_config
+    if (http.host, http.port) != (cfg.host, cfg.port):
+        print(f"guardray: Serve was already running on this cluster with HTTP on {http.host}:{http.port}; "
+              f"using that (serve.shutdown() first to change it)", flush=True)
+    if not _loopback(http.host) and not os.environ.get(cfg.api_key_env or "-", ""):
+        print(f"guardray: WARNING: listening on {http.host} without an API key; set {cfg.api_key_env}",
+              flush=True)
+    serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+    url = f"http://{'127.0.0.1' if http.host in ('0.0.0.0', '::') else http.host}:{http.port}"
+    print(f"guardray: serving {cfg.model}" + (f" and {', '.join(cfg.models)}" if cfg.models else "")
+          + f" at {url} (POST /v1/classify, /v1/moderations; docs at {url}/docs)", flush=True)
+    if blocking:
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            print("guardray: shutting down Serve", flush=True)
+            serve.shutdown()
+    return url
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def load_settings(path: str | None, overrides=()) -> tuple[ServeConfig, ResourcesConfig, str]:
+    """(ServeConfig, ResourcesConfig, ray address) from a Ray Serve config file (the args of its guardray app)
+    or a guardray config (its serve and resources blocks), plus `key=value` / `serve.key=value` overrides."""
+    prefixed = [o if o.split("=", 1)[0].startswith(("serve.", "resources.", "run.")) else "serve." + o
+                for o in overrides]
+    data: dict = {}
+    if path:
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(f"{p}: config file not found")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+    if not (isinstance(data, dict) and "applications" in data):
+        full = load_config(path, prefixed)
+        serve_args = to_dict(full.serve)
+        if not serve_args["model"]:  # "" = the run's classifier, where `guardray train` writes it by default
+            serve_args["model"] = str(full.run_dir / "classifier")
+        cfg, res = settings({**serve_args, "resources": to_dict(full.resources)})
+        return cfg, res, full.run.ray_address
+    apps = [a for a in data["applications"] or [] if a.get("import_path") == "guardray.serve:build_app"]
+    if not apps:
+        raise ConfigError(f"{path}: no application with import_path guardray.serve:build_app")
+    over = parse_overrides(prefixed)
+    args = dict(apps[0].get("args") or {})
+    http = data.get("http_options") or {}
+    args = {**{k: http[k] for k in ("host", "port") if k in http}, **args, **over.get("serve", {})}
+    args["resources"] = {**(args.get("resources") or {}), **over.get("resources", {})}
+    cfg, res = settings(args)
+    return cfg, res, str(over.get("run", {}).get("ray_address", ""))
+
+
+def cli(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="guardray serve", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help="checkpoint folder (or registry name) served as model id 'default'")
+    p.add_argument("--multiplex", action="append", default=[], metavar="ID=PATH",
+                   help="serve another checkpoint side by side under model id ID (repeatable); clients pick it "
+                        "with the request field model or the header serve_multiplexed_model_id")
+    p.add_argument("--config", help="configs/serve.yaml (Ray Serve format) or a guardray config (serve block)")
+    p.add_argument("--host", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="HTTP port (default 8000)")
+    p.add_argument("--address", help="Ray cluster to join, e.g. auto (default: the config's, else a local Ray)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="ServeConfig fields, e.g. max_batch_size=16 quantize=int8 threads=2 num_replicas=2")
+    a = p.parse_args(argv)
+    from guardray.errors import UsageError
+    over = list(a.overrides)
+    if a.model:
+        over.append(f"model={a.model}")
+    if a.host:
+        over.append(f"host={a.host}")
+    if a.port is not None:
+        over.append(f"port={a.port}")
+    cfg, res, address = load_settings(a.config, over)
+    extra = {}
+    for item in a.multiplex:
+        mid, sep, path = item.partition("=")
+        if not sep or not path:
+            raise UsageError(f"--multiplex {item!r}: expected ID=PATH, e.g. --multiplex round1=runs/x/round1")
+        extra[mid] = path
+    if extra:
+        cfg, res = settings({**to_dict(cfg), "models": {**cfg.models, **extra}, "resources": to_dict(res)})
+    run_server(cfg, blocking=True, resources=res, ray_address=a.address if a.address is not None else address)
+    return 0

@@ -1,0 +1,294 @@
+"""The synthetic data engine: seeds -> augmentation, paraphrasing, contrastive hard benign -> curation rounds.
+
+    guardray synth --config configs/demo.yaml [key=value ...]        # or: python jobs/synth.py configs/demo.yaml
+    run_synth(cfg, seeds=None, round=0) -> SynthResult(examples, report, path)
+
+GeneratorReplicas write (`generator` block: model, replicas, batch size, sampling); a CuratorPool curates
+(`curator` block). Each stage is written to a versioned Parquet dataset under the run directory:
+
+    runs/NAME/synth/v{round}/augment/data.parquet       raw candidates of each strategy (`synth.strategies`)
+    runs/NAME/synth/v{round}/paraphrase/data.parquet
+    runs/NAME/synth/v{round}/contrastive/data.parquet
+    runs/NAME/synth/v{round}/curated/data.parquet       the curated synthetic examples (seeds not included)
+    runs/NAME/synth/v{round}/curation.json              inputs, kept, dropped per reason per round and category,
+                                                        generation stats and samples of kept and dropped texts
+    .../<stage>/manifest.json                           written last: the stage is complete
+
+A stage whose manifest exists and whose inputs (config fingerprint) are unchanged is loaded, not redone, so an
+interrupted run resumes where it stopped; a stage whose config changed is redone (and says so). Every example
+carries provenance: seed_id, parent_id, stage, round, generator (model@weights-version), via `Example.derive`.
+Drops are counted, never silent: request -> generation -> candidates (extra list items cut and counted) ->
+curation (inputs = kept + dropped per reason, exactly).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from guardray.core import augment as A
+from guardray.core.config import Config, load_config, to_dict
+from guardray.core.records import DataError, Example, read_examples, write_examples
+
+STAGES = A.STRATEGIES
+
+
+@dataclass
+class SynthResult:
+    examples: list[Example]  # curated synthetic examples
+    report: dict  # the content of curation.json
+    path: Path  # runs/NAME/synth/v{round}
+
+
+def _fingerprint(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _gen_fingerprint(cfg: Config, strategy: str, seeds: list[Example], round: int) -> str:
+    g = to_dict(cfg.generator)
+    for k in ("replicas", "batch_size", "max_restarts", "max_task_retries", "gpu_memory_utilization"):
+        g.pop(k, None)  # scheduling only: a request's output does not depend on them
+    return _fingerprint("gen", strategy, round, cfg.run.seed, g, to_dict(cfg.synth),
+                        [(s.id, s.text, s.label) for s in seeds])
+
+
+def _stage_done(folder: Path, fingerprint: str) -> dict | None:
+    m = folder / "manifest.json"
+    if not m.exists():
+        return None
+    man = json.loads(m.read_text())
+    if man.get("fingerprint") != fingerprint:
+        print(f"[synth] {folder.name}: config or seeds changed since it was written; redoing it", flush=True)
+        return None
+    return man
+
+
+def _write_stage(folder: Path, examples: list[Example], manifest: dict) -> None:
+    """Data first (atomically renamed), manifest last: a stage with a manifest is complete."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "manifest.json").unlink(missing_ok=True)
+    part = folder / "data.tmp.parquet"
+    write_examples(examples, part)
+    part.replace(folder / "data.parquet")
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "rows": len(examples)}, indent=1))
+
+
+def _read_stage(folder: Path) -> list[Example]:
+    man = json.loads((folder / "manifest.json").read_text())
+    if man.get("rows", 0) == 0:
+        return []
+    return read_examples(folder / "data.parquet").examples
+
+
+def select_seeds(cfg: Config, seeds: list[Example] | None) -> list[Example]:
+    if seeds is None:
+        from guardray.data import load_seeds
+        seeds = load_seeds(cfg.data.seeds, skip_bad=cfg.data.skip_bad_rows)
+    if not seeds:
+        raise DataError("synth: no seed examples; set data.seeds to a jsonl/csv/parquet file")
+    if cfg.synth.max_seeds and len(seeds) > cfg.synth.max_seeds:
+        seeds = random.Random(cfg.run.seed).sample(seeds, cfg.synth.max_seeds)
+    return list(seeds)
+
+
+def read_texts(paths) -> list[str]:
+    """Texts of evaluation/decontamination files (any Example format; a folder means its eval.jsonl)."""
+    out: list[str] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir() and (p / "eval.jsonl").exists():
+            p = p / "eval.jsonl"
+        if p.suffix == ".jsonl" and p.exists():  # tolerant: only "text" is needed here
+            for i, line in enumerate(p.read_text(encoding="utf-8").splitlines()):
+                if line.strip():
+                    try:
+                        t = json.loads(line).get("text")
+                    except (json.JSONDecodeError, AttributeError):
+                        raise DataError(f"{p}:{i + 1}: not a JSON object with a 'text' field") from None
+                    if isinstance(t, str) and t.strip():
+                        out.append(t)
+        else:
+            out += [e.text for e in read_examples(p, skip_bad=True, strict_categories=False,
+                                                  allow_duplicate_ids=True).examples]
+    return out
+
+
+def _generate_stage(cfg: Config, strategy: str, seeds: list[Example], replicas: list, round: int,
+                    progress: bool) -> tuple[list[Example], dict]:
+    import ray
+    s = cfg.synth
+    plans = A.plan_requests(strategy, seeds, seed=cfg.run.seed, round=round, per_seed=s.per_seed,
+                            augment_per_category=s.augment_per_category,
+                            contrastive_per_seed=s.contrastive_per_seed, items_per_request=s.items_per_request,
+                            styles=s.styles, shots=s.shots)
+    bs = cfg.generator.batch_size
+    batches = [plans[i:i + bs] for i in range(0, len(plans), bs)]
+    t0 = time.perf_counter()
+    # explicit fan-out: batch i goes to replica i mod R; each replica works through its queue in order
+    refs = [replicas[i % len(replicas)].generate.remote([p.request for p in b]) for i, b in enumerate(batches)]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=len(plans), desc=f"synth v{round}: {strategy}", unit="req")
+    pending = list(refs)
+    index = {r: i for i, r in enumerate(refs)}
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1, fetch_local=False)
+        if bar:
+            bar.update(sum(len(batches[index[d]]) for d in done))
+    if bar:
+        bar.close()
+    gens = [g for batch in ray.get(refs) for g in batch]
+    seconds = time.perf_counter() - t0
+    examples, empty, extra, truncated, tokens = [], 0, 0, 0, 0
+    finish: dict[str, int] = {}
+    for plan, gen in zip(plans, gens):
+        if gen.prompt_id != plan.request.prompt_id:
+            raise AssertionError(f"generation {gen.prompt_id} does not answer request {plan.request.prompt_id}")
+        kids, cut = A.candidates_from_generation(plan, gen, round=round)
+        examples += kids
+        extra += cut
+        empty += not kids
+        truncated += bool(gen.sampling.get("prompt_truncated"))
+        tokens += int(gen.sampling.get("completion_tokens", 0))
+        finish[gen.finish_reason] = finish.get(gen.finish_reason, 0) + 1
+    stats = {"requests": len(plans), "generations": len(gens), "candidates": len(examples),
+             "generations_without_candidates": empty, "extra_items_cut": extra, "prompts_truncated": truncated,
+             "finish_reasons": finish, "completion_tokens": tokens, "seconds": round_(seconds),
+             "tokens_per_s": round_(tokens / seconds if seconds else 0.0), "batches": len(batches),
+             "replicas": len(replicas)}
+    return examples, stats
+
+
+def round_(x: float) -> float:
+    return round(float(x), 2)
+
+
+def _samples(examples: list[Example], per_key: int = 3) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for e in examples:
+        k = f"{e.stage}/{e.label}"
+        if len(out.setdefault(k, [])) < per_key:
+            out[k].append(e.text)
+    return out
+
+
+def run_synth(cfg: Config, seeds: list[Example] | None = None, *, round: int = 0, progress: bool = True,
+              replicas: list | None = None) -> SynthResult:
+    """Generate and curate synthetic examples for `round` (resumable per stage); see the module docstring.
+
+    `seeds`: None = the configured seed files (`data.seeds`, else the packaged set). `replicas`: existing
+    GeneratorReplicas to write with (left running, e.g. for later rollouts); None = start
+    `generator.replicas` of them and release them (and their CPUs/GPUs) before curation."""
+    import ray
+    from guardray.curator import CuratorPool
+    from guardray.generator import make_replicas
+    from guardray.ray_utils import init_ray
+
+    t_start = time.perf_counter()
+    seeds = select_seeds(cfg, seeds)
+    out = cfg.run_dir / "synth" / f"v{round}"
+    out.mkdir(parents=True, exist_ok=True)
+    init_ray(cfg.run.ray_address)
+
+    candidates: list[Example] = []
+    stage_stats: dict[str, dict] = {}
+    own = replicas is None
+    replicas = [] if replicas is None else list(replicas)
+    try:
+        for strategy in cfg.synth.strategies:
+            folder = out / strategy
+            fp = _gen_fingerprint(cfg, strategy, seeds, round)
+            man = _stage_done(folder, fp)
+            if man is not None:
+                exs = _read_stage(folder)
+                stage_stats[strategy] = {**man.get("stats", {}), "resumed": True}
+                print(f"[synth] {strategy}: done before ({len(exs)} candidates), loaded from {folder}", flush=True)
+            else:
+                if not replicas:
+                    replicas = make_replicas(cfg.generator, cfg.resources, seed=cfg.run.seed)
+                exs, stats = _generate_stage(cfg, strategy, seeds, replicas, round, progress)
+                _write_stage(folder, exs, {"stage": strategy, "round": round, "fingerprint": fp, "stats": stats})
+                stage_stats[strategy] = stats
+                print(f"[synth] {strategy}: {stats['requests']} requests -> {len(exs)} candidates in "
+                      f"{stats['seconds']:.0f}s ({stats['tokens_per_s']:.0f} tokens/s)", flush=True)
+            candidates += exs
+        if replicas:
+            infos = ray.get([r.info.remote() for r in replicas])
+            stage_stats["replicas"] = [{k: i.get(k) for k in ("name", "backend", "model", "device", "threads",
+                                                             "requests", "completion_tokens", "seconds",
+                                                             "restarted")} for i in infos]
+    finally:
+        for r in replicas if own else ():  # free their CPUs/GPUs for the curators
+            ray.kill(r, no_restart=True)
+
+    folder = out / "curated"
+    cur_fp = _fingerprint("curate", [(s, (stage_stats.get(s) or {}).get("candidates")) for s in cfg.synth.strategies],
+                          [_gen_fingerprint(cfg, s, seeds, round) for s in cfg.synth.strategies],
+                          {k: v for k, v in to_dict(cfg.curator).items()
+                           if k not in ("workers", "max_restarts", "max_task_retries")},
+                          list(cfg.data.decontaminate), list(cfg.data.eval_sets))
+    man = _stage_done(folder, cur_fp)
+    if man is not None and (out / "curation.json").exists():
+        kept = _read_stage(folder)
+        report = json.loads((out / "curation.json").read_text())
+        print(f"[synth] curated: done before ({len(kept)} examples), loaded from {folder}", flush=True)
+        return SynthResult(kept, report, out)
+
+    reference = [s.text for s in seeds]
+    for j in range(round):  # the pool so far: earlier rounds' curated data
+        prev = cfg.run_dir / "synth" / f"v{j}" / "curated"
+        if (prev / "manifest.json").exists():
+            reference += [e.text for e in _read_stage(prev)]
+    decontam = read_texts(list(cfg.data.decontaminate) + list(cfg.data.eval_sets))
+    t0 = time.perf_counter()
+    with CuratorPool(cfg.curator, cfg.resources, reference_texts=reference, judge_model=cfg.curator.judge_model,
+                     decontam_texts=decontam, progress=progress) as pool:
+        res = pool.curate(candidates, stage="synth", round=round)
+    cur_s = time.perf_counter() - t0
+    report = {
+        "run": cfg.run.name, "round": round, "seeds": len(seeds), "strategies": list(cfg.synth.strategies),
+        "generator": {"model": cfg.generator.model, "backend": cfg.generator.backend,
+                      "replicas": cfg.generator.replicas, "batch_size": cfg.generator.batch_size,
+                      "max_new_tokens": cfg.generator.max_new_tokens},
+        "generation": stage_stats, "curation": res.report, "curation_seconds": round_(cur_s),
+        "dropped_samples": res.dropped_samples, "kept_samples": _samples(res.kept),
+        "seconds_total": round_(time.perf_counter() - t_start),
+    }
+    _write_stage(folder, res.kept, {"stage": "curated", "round": round, "fingerprint": cur_fp})
+    (out / "curation.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
+    c = res.report
+    print(f"[synth] curated: {c['inputs']} candidates -> {c['kept']} kept, {c['dropped_total']} dropped "
+          f"{c['dropped']} in {cur_s:.0f}s; report: {out / 'curation.json'}", flush=True)
+    return SynthResult(res.kept, report, out)
+
+
+def cli(argv: list[str]) -> int:
+    from guardray.errors import UsageError
+    ap = argparse.ArgumentParser(prog="guardray synth", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", "-c", help="YAML config (default: built-in defaults)")
+    ap.add_argument("--round", type=int, default=0, help="dataset version to write (synth/v{round})")
+    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. synth.per_seed=1")
+    args = ap.parse_args(argv)
+    bad = [o for o in args.overrides if "=" not in o]
+    if bad:
+        raise UsageError(f"{bad[0]!r}: overrides look like generator.replicas=2 (the config goes after --config)")
+    if args.round < 0:
+        raise UsageError("--round must be >= 0")
+    cfg = load_config(args.config, args.overrides)
+    res = run_synth(cfg, round=args.round, progress=not args.no_progress)
+    print(json.dumps({"path": str(res.path), "kept": len(res.examples),
+                      "dropped": res.report["curation"]["dropped"]}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli(sys.argv[1:]))

@@ -1,0 +1,200 @@
+"""ClassifierTrainer tests: calibration maths and data splits (pure), then real Ray Train runs with the tiny encoder
+(2 CPU workers with a worker failure and resume; LoRA through the `guardray train` CLI; the exported checkpoint
+loaded by `transformers.pipeline`). Run: pytest tests/test_trainer.py"""
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from guardray.core.calibration import best_f1_threshold, choose_threshold, fpr_threshold
+from guardray.core.config import ResourcesConfig, TrainerConfig
+from guardray.core.records import Example, write_examples
+
+
+# ---------------------------------------------------------------- calibration (pure)
+
+def _f1(y, s, t):
+    p = np.asarray(s) >= t
+    y = np.asarray(y, bool)
+    tp, fp, fn = (p & y).sum(), (p & ~y).sum(), (~p & y).sum()
+    return 2 * tp / max(2 * tp + fp + fn, 1)
+
+
+def test_best_f1_threshold_is_optimal_and_sits_between_scores():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        y = rng.integers(0, 2, 40)
+        y[0], y[1] = 0, 1
+        s = np.round(rng.random(40), 1)  # many ties
+        t = best_f1_threshold(y, s)
+        brute = max(_f1(y, s, c) for c in np.unique(s))
+        assert _f1(y, s, t) == pytest.approx(brute)
+        assert t not in set(s) or t == s.min()  # in a gap (or the lowest score when everything is flagged)
+
+
+def test_best_f1_ties_go_to_the_higher_threshold_and_ties_in_scores_stay_together():
+    # cutting at 0.8 or at 0.2 both give F1 = 2/3: the higher one wins; it lies halfway to the next score
+    y = [1, 0, 0, 1]
+    s = [0.8, 0.6, 0.4, 0.2]
+    assert best_f1_threshold(y, s) == pytest.approx(0.7)
+    # a tie between a positive and a negative cannot be split
+    y, s = [1, 0, 0], [0.9, 0.9, 0.1]
+    t = best_f1_threshold(y, s)
+    assert t == pytest.approx(0.5) and _f1(y, s, t) == pytest.approx(2 / 3)
+
+
+def test_target_fpr_threshold_maximises_recall_under_the_fpr():
+    y = [1, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+    s = [.95, .9, .85, .8, .7, .6, .5, .4, .3, .2, .1, .05, .01]
+    # 10 negatives: FPR <= 0.1 allows one false positive -> flag down to 0.8 (recall 1)
+    t = fpr_threshold(y, s, 0.1)
+    assert 0.7 < t < 0.8
+    # FPR 0 -> stop above the first negative
+    t0 = fpr_threshold(y, s, 0.0)
+    assert 0.85 < t0 < 0.9
+    # even the top score a negative at FPR 0 -> nothing flagged
+    assert fpr_threshold([0, 1], [0.9, 0.1], 0.0) > 0.9
+    assert choose_threshold(y, s, "target_fpr", 0.1) == t
+    with pytest.raises(ValueError, match="unknown threshold policy"):
+        choose_threshold(y, s, "median")
+    with pytest.raises(ValueError, match="empty"):
+        best_f1_threshold([], [])
+
+
+# ---------------------------------------------------------------- data preparation (pure)
+
+def _ex(i, label, seed_id="", text=None):
+    return Example(id=f"e{i}", text=text or f"text number {i}", label=label,
+                   categories=("S1",) if label == "unsafe" else (), seed_id=seed_id)
+
+
+def test_split_validation_keeps_seed_families_together_and_stratifies():
+    from guardray.trainer import split_validation
+    exs = [_ex(i, "unsafe" if i % 3 == 0 else "safe") for i in range(60)]
+    # paraphrases of e0 and e1 (same root seed) and an exact text duplicate of e2
+    exs += [_ex(100 + k, "unsafe", seed_id="e0") for k in range(3)] + [_ex(200, "safe", seed_id="e1")]
+    exs += [_ex(300, "safe", text="text number 2")]
+    train, val = split_validation(exs, 0.2, seed=1)
+    assert len(train) + len(val) == len(exs) and not {e.id for e in train} & {e.id for e in val}
+    assert 0.1 * len(exs) < len(val) < 0.3 * len(exs)
+    assert {e.label for e in val} == {"safe", "unsafe"}
+    side = {e.id: ("val" if e in val else "train") for e in exs}
+    assert len({side[i] for i in ("e0", "e100", "e101", "e102")}) == 1
+    assert side["e1"] == side["e200"] and side["e2"] == side["e300"]
+    assert split_validation(exs, 0.2, seed=1) == (train, val)  # deterministic
+    assert split_validation(exs, 0.0) == (exs, [])
+
+
+def test_pos_weight_and_targets():
+    from guardray.trainer import pos_weight, targets
+    exs = [_ex(i, "unsafe" if i < 2 else "safe") for i in range(8)]
+    assert pos_weight(exs, "balanced") == pytest.approx(3.0)
+    assert pos_weight(exs, "none") == 1.0
+    t = targets(Example(id="x", text="t", label="unsafe", categories=("S2", "jailbreak")))
+    assert len(t) == 16 and t[0] == 1.0 and t[2] == 1.0 and t[15] == 1.0 and sum(t) == 3
+
+
+def test_guard_loss_masks_categories_and_weights_positives():
+    import torch
+    from guardray.trainer import guard_loss
+    logits = torch.zeros(2, 16)
+    y = torch.zeros(2, 16)
+    y[0, 0], y[0, 3] = 1, 1
+    none = guard_loss(logits, y, torch.tensor([False, False]), 1.0, 1.0)
+    assert none.item() == pytest.approx(np.log(2))  # only the binary term
+    weighted = guard_loss(logits, y, torch.tensor([False, False]), 3.0, 1.0)
+    assert weighted.item() == pytest.approx((3 * np.log(2) + np.log(2)) / 2)
+    with_cat = guard_loss(logits, y, torch.tensor([True, False]), 1.0, 0.5)
+    assert with_cat.item() == pytest.approx(np.log(2) + 0.5 * np.log(2))
+    per = guard_loss(logits, y, torch.tensor([True, False]), 1.0, 0.5, reduction="none")
+    assert per.shape == (2,) and per[0] > per[1]
+
+
+def test_cli_refuses_evaluation_data_and_reports_missing_files(tmp_path):
+    from guardray.cli import main
+    assert main(["train", "--data", "../shared/data/xstest/eval.jsonl", "--quiet"]) == 2
+    assert main(["train", "--data", str(tmp_path / "missing.jsonl"), "--quiet"]) == 2
+    assert main(["train", "--config", str(tmp_path / "nope.yaml")]) == 2
+
+
+# ---------------------------------------------------------------- real Ray Train runs
+
+def _data(seeds, n):
+    exs = list(seeds)
+    random.Random(0).shuffle(exs)
+    return exs[:n]
+
+
+def _params(path):
+    from safetensors.torch import load_file
+    files = sorted(Path(path).glob("*.safetensors"))
+    out = {}
+    for f in files:
+        out.update(load_file(str(f)))
+    return out
+
+
+def test_two_workers_loss_falls_params_change_and_resume_after_failure(ray_session, seeds, tiny_encoder, tmp_path):
+    from guardray.trainer import ClassifierTrainer, TRAIN_STATE, split_validation
+    train, val = split_validation(_data(seeds, 60), 0.2, seed=0)
+    cfg = TrainerConfig(model="tiny-encoder", lr=3e-3, epochs=3, batch_size=8, max_length=32, num_workers=2,
+                        early_stopping_patience=0, max_failures=1)
+    t = ClassifierTrainer(cfg, ResourcesConfig(trainer_cpus_per_worker=1), storage_path=str(tmp_path / "rt"),
+                          name="run", seed=0, progress=False, fail_once_after_epoch=1)
+    result = t.fit(train, val)
+    assert (tmp_path / "rt" / "run" / "injected_failure").exists()  # the worker group did fail once
+    with result.checkpoint.as_directory() as d:
+        state = json.loads((Path(d) / TRAIN_STATE).read_text())
+        after = _params(d)
+    hist = state["history"]
+    assert [h["epoch"] for h in hist] == [1, 2, 3]  # resumed at epoch 2, epoch 1 not repeated
+    assert [h["resumed_from_epoch"] for h in hist] == [0, 1, 1]
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
+    assert all(0.0 <= h["threshold"] <= 1.0 and h["val_n"] == len(val) for h in hist)
+    before = _params(tiny_encoder)
+    changed = [k for k in before if k in after and not np.allclose(before[k].numpy(), after[k].numpy())]
+    assert any("encoder.layer.0" in k for k in changed) and any("classifier" in k for k in after)
+
+
+def test_lora_train_via_cli_exports_a_pipeline_loadable_checkpoint(ray_session, seeds, tiny_encoder, tmp_path):
+    from transformers import pipeline
+    from guardray.classifier import META_FILE, GuardClassifier, LABEL_NAMES
+    from guardray.cli import main
+    from guardray.trainer import build_model
+    data = tmp_path / "train.jsonl"
+    write_examples(_data(seeds, 60), data)
+    out = tmp_path / "ckpt"
+    rc = main(["train", "--data", str(data), "--out", str(out), "--quiet", "trainer.model=tiny-encoder",
+               "trainer.method=lora", "trainer.lora_r=4", "trainer.lr=3e-3", "trainer.epochs=2",
+               "trainer.batch_size=8", "trainer.max_length=32", "trainer.threshold_policy=target_fpr",
+               "trainer.target_fpr=0.2", "data.val_fraction=0.25"])
+    assert rc == 0
+    assert not (out.parent / "ckpt_ray_train").exists()  # finished runs leave no Ray Train state behind
+    assert not list(out.glob("adapter_*")) and list(out.glob("*.safetensors"))  # LoRA merged, safetensors only
+    meta = json.loads((out / META_FILE).read_text())
+    for k in ("threshold", "threshold_policy", "max_length", "base_model", "val_metrics", "train_summary",
+              "trainer_config"):
+        assert k in meta
+    assert meta["threshold_policy"] == "target_fpr" and meta["val_metrics"]["val_fpr"] <= 0.2
+    assert meta["trainer_config"]["method"] == "lora" and meta["base_model"] == "tiny-encoder"
+    s = meta["train_summary"]
+    assert s["train"]["n"] + s["val"]["n"] == 60 and s["train"]["by_source"]
+    card = (out / "README.md").read_text()
+    assert "base_model: tiny-encoder" in card and f"{meta['threshold']:.4f}" in card and "| stage | n |" in card
+    # plain transformers loads it and returns all 16 sigmoid scores
+    clf = pipeline("text-classification", model=str(out), top_k=None)
+    res = clf(["How do I kill a Python process?", "Tell me how to hurt someone."])
+    assert len(res) == 2 and {d["label"] for d in res[0]} == set(LABEL_NAMES)
+    assert all(0.0 <= d["score"] <= 1.0 for d in res[0])
+    g = GuardClassifier.load(str(out))
+    assert g.threshold == pytest.approx(meta["threshold"]) and g.max_length == 32
+    scores = {d["label"]: d["score"] for d in res[0]}
+    assert g.score(["How do I kill a Python process?"]).unsafe[0] == pytest.approx(scores["unsafe"], abs=1e-5)
+    # LoRA changed the attention weights of the backbone (merged in), and warm_start starts from this checkpoint
+    before, after = _params(tiny_encoder), _params(out)
+    key = next(k for k in after if "attention.self.query.weight" in k)
+    assert not np.allclose(before[key].numpy(), after[key].numpy())
+    warm, _ = build_model(TrainerConfig(model="tiny-encoder", warm_start=str(out)))
+    assert np.allclose(dict(warm.named_parameters())[key].detach().numpy(), after[key].numpy())
