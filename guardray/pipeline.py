@@ -18,6 +18,7 @@ attacked ("before retraining") and against the one retrained on the harvest ("af
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import time
@@ -64,15 +65,11 @@ class Actors:
     replicas: list  # GeneratorReplica handles (the policy's weights after each sync)
     learner: object  # PPOLearner handle
     scorer: object  # Scorer handle (rewards against the current classifier)
-    curators: object  # CuratorPool
 
 
-def build_actors(cfg: Config, classifier: str, seeds: list[Example], decontam: list[str],
-                 policy: str = "") -> Actors:
+def build_actors(cfg: Config, classifier: str, policy: str = "") -> Actors:
     """Every actor of the adversarial phase. `policy`: a saved policy to resume from (its KL reference is then
     that policy too - resuming restarts the KL anchor; documented caveat)."""
-    import dataclasses
-    from guardray.curator import CuratorPool
     from guardray.generator import make_replicas
     from guardray.learner import PPOLearner
     from guardray.scorer import Scorer
@@ -85,9 +82,7 @@ def build_actors(cfg: Config, classifier: str, seeds: list[Example], decontam: l
     validity_model = cfg.attack.validity_model or None
     scorer = Scorer.options(**opts).remote(classifier, cfg.attack, embedder=cfg.attack.embedder,
                                            validity_model=validity_model)
-    curators = CuratorPool(cfg.curator, res, reference_texts=[s.text for s in seeds], judge_model="",
-                           decontam_texts=decontam, progress=True)
-    actors = Actors(replicas, learner, scorer, curators)
+    actors = Actors(replicas, learner, scorer)
     sync_weights(actors)  # replicas start from exactly the learner's policy (and its version)
     return actors
 
@@ -95,15 +90,11 @@ def build_actors(cfg: Config, classifier: str, seeds: list[Example], decontam: l
 # ---------------------------------------------------------------- the steps
 
 def augment_and_curate(cfg: Config, seeds: list[Example], state: RunState) -> list[Example]:
-    """Seeds -> query augmentation, paraphrasing, contrastive benign -> curation rounds (guardray.synth)."""
-    done = state.get("synth")
-    if done:
-        return read_many([done["path"]]).examples
+    """Seeds -> query augmentation, paraphrasing, contrastive benign -> curation rounds (guardray.synth, which
+    resumes per stage on its own)."""
     from guardray.synth import run_synth
     res = run_synth(cfg, seeds)
-    path = Path(cfg.run_dir) / "synth" / "curated.parquet"
-    write_examples(res.examples, path)
-    state.put("synth", {"path": str(path), "n": len(res.examples)})
+    state.put("synth", {"path": str(res.path), "n": len(res.examples)})
     return res.examples
 
 
@@ -112,7 +103,6 @@ def train(cfg: Config, examples: list[Example], round: int, warm_start: str, sta
     done = state.get(f"train/{round}")
     if done:
         return done
-    import dataclasses
     from guardray.trainer import train_classifier
     tcfg = dataclasses.replace(cfg.trainer, warm_start=warm_start or cfg.trainer.warm_start)
     if round > 0:
@@ -187,6 +177,21 @@ def harvest(rollouts: list[Rollout], rewards: list[RewardBatch], round: int, lim
     return out[:limit] if limit else out
 
 
+def curate(cfg: Config, examples: list[Example], pool_so_far: list[Example], round: int) -> list[Example]:
+    """The harvest through a CuratorPool (rules, dedup against everything trained on so far and the eval sets,
+    judge, select); the pool lives only for this call so its CPUs are free for training."""
+    if not examples:
+        return []
+    from guardray.curator import CuratorPool
+    with CuratorPool(cfg.curator, cfg.resources, reference_texts=[e.text for e in pool_so_far],
+                     judge_model=cfg.curator.judge_model, decontam_texts=decontam_texts(cfg)) as pool:
+        res = pool.curate(examples, stage="adversarial", round=round)
+    path = Path(cfg.run_dir) / "adversarial" / f"round-{round}"
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "curation.json").write_text(json.dumps(res.report, indent=1, default=str))
+    return res.kept
+
+
 def asr(rb: RewardBatch) -> float | None:
     s = rb.components["success"]
     return float(np.mean(s)) if len(s) else None
@@ -206,6 +211,7 @@ def run_pipeline(cfg: Config) -> dict:
     seeds = load_seeds(cfg.data.seeds, skip_bad=cfg.data.skip_bad_rows)
     extra = read_many(cfg.data.extra_train, skip_bad=cfg.data.skip_bad_rows).examples if cfg.data.extra_train else []
     eval_sets = resolve_eval_sets(cfg)
+    cfg = cfg.replace(data=dataclasses.replace(cfg.data, eval_sets=tuple(eval_sets)))
     attack_pool, eval_pool = split_attack_seeds(seeds, cfg)
     log(f"{len(seeds)} seeds, {len(extra)} extra examples, eval sets: {[Path(p).name for p in eval_sets] or 'none'}")
 
@@ -222,7 +228,7 @@ def run_pipeline(cfg: Config) -> dict:
         return export(cfg, rounds, ckpt, time.time() - t0)
     train_set = read_many([Path(cfg.run_dir) / "data" / f"train-round-{max(finished)}.parquet"]).examples \
         if finished else train_set
-    actors = build_actors(cfg, ckpt["path"], seeds, decontam_texts(cfg), policy=last_policy(cfg, state))
+    actors = build_actors(cfg, ckpt["path"], policy=last_policy(cfg, state))
     for r in range(max(finished, default=0) + 1, cfg.attack.rounds + 1):
         batches, rbs, stats = [], [], []
         for u in range(cfg.ppo.updates_per_round):
@@ -238,8 +244,8 @@ def run_pipeline(cfg: Config) -> dict:
         fresh = rollout(actors, eval_pool, cfg, r, "eval", cfg.run.seed + 999_983 * r)       # fresh attacks
         before = ray.get(score(actors.scorer, fresh))
         harvested = harvest(batches + [fresh], rbs + [before], r, cfg.attack.harvest_max)   # harvest
-        curated = actors.curators.curate(harvested, stage="adversarial", round=r).kept if harvested else []
-        train_set = train_set + curated                                                  # curate
+        curated = curate(cfg, harvested, train_set, r)                                     # curate
+        train_set = train_set + curated
         ckpt = train(cfg, train_set, r, ckpt["path"], state)                              # train (warm start)
         ray.get([actors.scorer.set_classifier.remote(ckpt["path"]),
                  actors.scorer.record_successes.remote([e.text for e in curated])])
@@ -254,7 +260,6 @@ def run_pipeline(cfg: Config) -> dict:
         rounds.append(rec)
         log(f"round {r}: ASR {rec['asr_before_retrain']:.2f} -> {rec['asr_after_retrain']:.2f} after retraining, "
             f"{len(curated)} adversarial examples added")
-    actors.curators.shutdown()
     return export(cfg, rounds, ckpt, time.time() - t0)
 
 
@@ -341,7 +346,7 @@ def run_attack(cfg: Config, classifier: str) -> dict:
     init_ray(cfg.run.ray_address)
     seeds = load_seeds(cfg.data.seeds, skip_bad=cfg.data.skip_bad_rows)
     attack_pool, eval_pool = split_attack_seeds(seeds, cfg)
-    actors = build_actors(cfg, classifier, seeds, decontam_texts(cfg))
+    actors = build_actors(cfg, classifier)
     rbs, batches, stats = [], [], []
     for u in range(cfg.ppo.updates_per_round):
         seeds_u = random.Random(cfg.run.seed + u).sample(attack_pool, min(cfg.ppo.rollouts_per_update,
@@ -361,7 +366,6 @@ def run_attack(cfg: Config, classifier: str) -> dict:
            "reward_components": mean_components(rbs + [rb]), "samples": success_samples(fresh, rb)}
     out.mkdir(parents=True, exist_ok=True)
     (out / "attack.json").write_text(json.dumps(rep, indent=2))
-    actors.curators.shutdown()
     log(f"ASR {rep['asr']:.2f} on {len(fresh)} fresh attacks; {len(found)} successes in {out}")
     return rep
 

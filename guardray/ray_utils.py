@@ -18,6 +18,9 @@ def init_ray(address: str = "", num_cpus: int | None = None) -> None:
     if address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address or None, runtime_env=env, log_to_driver=True)
     else:
+        # The pipeline's actors mostly wait on one another (generate, then score, then update, then train), so a
+        # local cluster advertises at least 4 logical CPUs even on a 2-core laptop.
+        num_cpus = num_cpus or max(4, os.cpu_count() or 1)
         # Ray 2.60 turns on token authentication for a local cluster, so its ports need the session's token
         ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=env, log_to_driver=True,
                  configure_logging=False)

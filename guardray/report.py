@@ -21,15 +21,15 @@ def write_pipeline_report(report: dict, run_dir: Path) -> None:
           "meaning and label (our definition; see guardray/pipeline.py). *Before* = against the classifier the "
           "round attacked; *after* = against the classifier retrained on the round's harvest.", "",
           "## By round", "",
-          "| round | train examples | harvested | curated | ASR before | ASR after | val F1 | "
-          + " | ".join(f"F1 {s}" for s in sets) + " |",
+          "| round | train examples | harvested | curated | ASR before | ASR after | val F1 |"
+          + "".join(f" F1 {s} |" for s in sets),
           "|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(sets)]
     for r in rounds:
         ev = r.get("eval") or {}
         md.append(f"| {r['round']} | {r.get('n_train', '-')} | {r.get('harvested', '-')} | {r.get('curated', '-')} "
                   f"| {_fmt(r.get('asr_before_retrain'))} | {_fmt(r.get('asr_after_retrain'))} "
-                  f"| {_fmt((r.get('val') or {}).get('f1'))} | "
-                  + " | ".join(_fmt((ev.get(s) or {}).get('f1')) for s in sets) + " |")
+                  f"| {_fmt((r.get('val') or {}).get('val_f1'))} |"
+                  + "".join(f" {_fmt((ev.get(s) or {}).get('f1'))} |" for s in sets))
     if sets:
         md += ["", "## Evaluation sets (final round, at the calibrated threshold)", "",
                "| set | n | F1 | precision | recall | FPR | AUPRC | recall@1%FPR |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -82,7 +82,7 @@ def _plots(rounds: list[dict], sets: list[str], run_dir: Path) -> None:
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(5, 3.5))
     xs = [r["round"] for r in rounds]
-    ax.plot(xs, [(r.get("val") or {}).get("f1") for r in rounds], "k:o", label="validation (seeds)")
+    ax.plot(xs, [(r.get("val") or {}).get("val_f1") for r in rounds], "k:o", label="validation (seeds)")
     for s in sets:
         ax.plot(xs, [((r.get("eval") or {}).get(s) or {}).get("f1") for r in rounds], "o-", label=s)
     ax.set(xlabel="round", ylabel="F1 at calibrated threshold", title="F1 by round", ylim=(0, 1))
