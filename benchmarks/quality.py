@@ -60,8 +60,9 @@ def render(reports: list[tuple[str, dict]], command: str, data_root: str) -> str
                      f"{rep['created_at']}): {rep['description']}")
     lines += ["", "## Reading the table", "",
               "- texts/s is scoring throughput after the model is loaded, on this machine "
-              f"({platform.machine()}, {_cpu_note()}), which other jobs shared while it ran: compare rows of "
-              "one run only, and only roughly.",
+              f"({platform.machine()}, {_cpu_note()}), which other jobs may have shared while it ran (each "
+              "report.json records `load_avg_1m` beside `texts_per_second`): compare rows of one run only, and "
+              "only roughly.",
               "- baseline:profanity (alt-profanity-check) was trained upstream partly on the Davidson corpus, so "
               "its davidson-hate-offensive row is contaminated; most Davidson `unsafe` rows are merely offensive "
               "tweets, not hazards in the guardrail sense.",

@@ -142,40 +142,42 @@ def prepare_model(model: str, out: Path) -> str:
 # ---------------------------------------------------------------- parts
 
 def http_part(model: str, sets: dict, args) -> list[dict]:
+    """All systems up at once, idle while another is measured; cells interleaved so that a change in the
+    machine's background load during the run hits every system alike."""
     from ray import serve
     from guardray.core.config import ResourcesConfig, ServeConfig
     from guardray.ray_utils import init_ray
-    from guardray.serve import run_server
+    from guardray.serve import build_app, run_server
+    init_ray(num_cpus=4)
+    systems = {}
+    res = ResourcesConfig(serve_cpus=1)
+    cfg = ServeConfig(model=model, port=free_port(), threads=args.threads, api_key_env="")
+    systems["guardray"] = run_server(cfg, blocking=False, resources=res)
+    if not args.no_int8:
+        app = build_app({"model": model, "threads": args.threads, "quantize": "int8", "api_key_env": "",
+                         "resources": {"serve_cpus": 1}})
+        serve.run(app, name="guardray-int8", route_prefix="/int8")
+        systems["guardray-int8"] = systems["guardray"] + "/int8"
+    port = free_port()
+    naive = subprocess.Popen([sys.executable, __file__, "--naive-server", model, "--port", str(port),
+                              "--threads", str(args.threads)], cwd=ROOT)
     rows = []
-
-    def cells(system: str, url: str):
+    try:
+        systems["naive"] = f"http://127.0.0.1:{port}"
+        wait_healthy(systems["naive"])
         for set_name, texts in sets.items():
             for c in (1, 8, 32):
                 n = args.requests if c > 1 else max(20, args.requests // 3)
-                r = asyncio.run(load(url, texts, n, c))
-                rows.append({"system": system, "texts": set_name, **r})
-                print(f"{system:14s} {set_name:10s} c={c:<3d} n={n:<4d} p50={r['p50']:7.1f} ms p95={r['p95']:7.1f} "
-                      f"p99={r['p99']:7.1f} {r['rps']:6.1f} req/s errors={r['errors']}", flush=True)
-
-    init_ray(num_cpus=4)
-    variants = [("guardray", "none")] + ([] if args.no_int8 else [("guardray-int8", "int8")])
-    port = free_port()
-    for system, quant in variants:
-        cfg = ServeConfig(model=model, port=port, threads=args.threads, quantize=quant, api_key_env="")
-        url = run_server(cfg, blocking=False, resources=ResourcesConfig(serve_cpus=1))
-        cells(system, url)
-    serve.shutdown()
-
-    port = free_port()
-    p = subprocess.Popen([sys.executable, __file__, "--naive-server", model, "--port", str(port),
-                          "--threads", str(args.threads)], cwd=ROOT)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_healthy(url)
-        cells("naive", url)
+                for system, url in systems.items():
+                    r = asyncio.run(load(url, texts, n, c))
+                    rows.append({"system": system, "texts": set_name, **r})
+                    print(f"{system:14s} {set_name:10s} c={c:<3d} n={n:<4d} p50={r['p50']:7.1f} ms "
+                          f"p95={r['p95']:7.1f} p99={r['p99']:7.1f} {r['rps']:6.1f} req/s errors={r['errors']} "
+                          f"(load avg {os.getloadavg()[0]:.1f})", flush=True)
     finally:
-        p.terminate()
-        p.wait(timeout=60)
+        naive.terminate()
+        naive.wait(timeout=60)
+        serve.shutdown()
     return rows
 
 
@@ -218,6 +220,7 @@ def options_part(model: str, args) -> list[dict]:
 
 def render(http_rows, opt_rows, meta) -> str:
     out = [f"Machine: {meta['machine']}. Model: {meta['model']}. Date: {meta['date']}.", ""]
+    out += [f"- {line}" for line in meta.get("sets", [])] + [""]
     if http_rows:
         out += ["| system | texts | concurrency | requests | p50 ms | p95 ms | p99 ms | req/s | errors |",
                 "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -263,15 +266,18 @@ def main(argv=None) -> int:
     short = [t for t in xs if len(tok(t)["input_ids"]) <= 32]
     mod, _ = read_texts("openai-moderation")
     sets = {"short": short, "moderation": mod}
+    set_lines = []
     for k, v in sets.items():
         n_tok = [len(tok(t)["input_ids"]) for t in v]
-        print(f"{k}: {len(v)} texts, tokens mean {np.mean(n_tok):.0f}, p50 {np.median(n_tok):.0f}, "
-              f"max {max(n_tok)}", flush=True)
+        set_lines.append(f"{k}: {len(v)} texts, tokens mean {np.mean(n_tok):.0f}, p50 {np.median(n_tok):.0f}, "
+                         f"max {max(n_tok)}")
+        print(set_lines[-1], flush=True)
     meta = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, load average "
                        f"{os.getloadavg()[0]:.1f} at start", "model": f"{args.model} ({model})",
-            "date": time.strftime("%Y-%m-%d %H:%M")}
+            "date": time.strftime("%Y-%m-%d %H:%M"), "sets": set_lines}
     http_rows = http_part(model, sets, args) if args.only in (None, "http") else []
     opt_rows = options_part(model, args) if args.only in (None, "options") else []
+    meta["machine"] += f", {os.getloadavg()[0]:.1f} at the end"
     md = render(http_rows, opt_rows, meta)
     Path(args.out).write_text(md)
     print(md)

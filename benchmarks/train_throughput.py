@@ -65,6 +65,13 @@ def ray_train(cfg, train, threads: int, seed: int = 0) -> dict:
     return {"steady": per_epoch[-1], "per_epoch": per_epoch, "end_to_end": len(train) * cfg.epochs / wall}
 
 
+def _median(runs: list[dict]) -> dict:
+    import statistics
+    return {"steady": statistics.median(r["steady"] for r in runs),
+            "end_to_end": statistics.median(r["end_to_end"] for r in runs),
+            "per_epoch": [x for r in runs for x in r["per_epoch"]]}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="minilm")
@@ -73,6 +80,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2, help="torch threads on both sides (= the worker's CPUs)")
     ap.add_argument("--n", type=int, default=0, help="use the first N seeds (0 = all)")
+    ap.add_argument("--repeats", type=int, default=1, help="alternate plain/Ray runs this many times; medians")
     ap.add_argument("--no-write", action="store_true", help="print the table only")
     args = ap.parse_args(argv)
 
@@ -88,8 +96,11 @@ def main(argv=None) -> int:
              _system_config={"worker_niceness": 0},
              runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}})
     load0 = os.getloadavg()[0]
-    plain = plain_loop(cfg, train, args.threads)
-    rt = ray_train(cfg, train, args.threads)
+    plains, rts = [], []
+    for _ in range(args.repeats):  # alternate, so drifting machine load hits both sides alike
+        plains.append(plain_loop(cfg, train, args.threads))
+        rts.append(ray_train(cfg, train, args.threads))
+    plain, rt = _median(plains), _median(rts)
     load1 = os.getloadavg()[0]
     ray.shutdown()
 
@@ -101,7 +112,8 @@ def main(argv=None) -> int:
         "# Training throughput: Ray Train (1 worker) vs a plain PyTorch loop", "",
         "Rerun (writes this file):", "", "```", cmd.strip(), "```", "",
         f"Model `{args.model}`, {len(train)} packaged seed examples, {args.epochs} epochs, batch {args.batch_size}, "
-        f"max_length {args.max_length} (dynamic padding), {args.threads} torch threads on both sides, full "
+        f"max_length {args.max_length} (dynamic padding), {args.repeats} alternating repeat(s) (medians; the "
+        f"per-epoch column lists every epoch of every repeat), {args.threads} torch threads on both sides, full "
         f"fine-tune, CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores), "
         f"load average {load0:.1f} before / {load1:.1f} after. Same epoch code on both sides "
         "(guardray.trainer.train_epoch); no validation.", "",

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -242,6 +243,8 @@ def _dataset_report(path: str, ex: list[Example], scores: np.ndarray, threshold:
         "recall_at_1pct_fpr": M.recall_at_fpr(y, scores, 0.01),
         "per_category": M.per_category_recall(y, [e.categories for e in ex], scores >= threshold),
         "texts_per_second": len(ex) / seconds if seconds > 0 else None, "seconds": seconds,
+        # throughput depends on what else ran: record the machine's 1-minute load average and core count with it
+        "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None, "cpus": os.cpu_count(),
         # rows whose normalised text is in the scorer's training file (contamination check; None = not trained here)
         "train_overlap": None if train_norm is None else sum(_norm(e.text) in train_norm for e in ex),
     }
@@ -314,10 +317,11 @@ def _fmt(v, digits: int = 3) -> str:
 
 
 def render_markdown(report: dict) -> str:
+    source = "the model's calibrated threshold" if report["threshold_source"] == "model" else "given with --threshold"
     lines = [f"# guardray eval: `{report['model']}`", "",
              f"- model: {report['description']}",
-             f"- threshold: {report['threshold']:.4f} ({'given with --threshold' if report['threshold_source'] != 'model' else 'the model’s calibrated threshold'}), "
-             "the same for every set (not a per-set best threshold)",
+             f"- threshold: {report['threshold']:.4f} ({source}), the same for every set (not a per-set best "
+             "threshold)",
              f"- created: {report['created_at']}",
              "- metrics: see guardray/core/metrics.py; n/a = undefined (e.g. FPR, AUPRC, ROC-AUC on an all-unsafe "
              "set); recall@1%FPR = max recall over thresholds with FPR <= 1% (with < 100 safe rows: no false "

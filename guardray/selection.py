@@ -77,7 +77,8 @@ def select_training(cfg: TrainerConfig, train: list[Example], *, seed: int = 0,
     sizes = np.bincount(labels)
     info = {"method": "s2l", "kept": int(len(idx)), "budget": budget, "proxy": cfg.s2l_proxy_model,
             "proxy_epochs": cfg.s2l_epochs, "trajectory_points": int(traj.shape[1]), "clusters": int(len(sizes)),
-            "cluster_sizes": sizes.tolist(), "picked_per_cluster": np.bincount(labels[idx], minlength=len(sizes)).tolist(),
+            "cluster_sizes": sizes.tolist(),
+            "picked_per_cluster": np.bincount(labels[idx], minlength=len(sizes)).tolist(),
             "seconds": round(time.perf_counter() - t0, 1)}
     if progress:
         print(f"[guardray train] S2L kept {len(idx)} of {len(train)} examples from {len(sizes)} clusters "

@@ -329,14 +329,20 @@ class GuardrailDeployment:
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def _score_batch(self, items: list[tuple[str, str]]) -> list[tuple[float, list[float], float]]:
-        """(model id, text) items from concurrent requests -> (unsafe, category scores, threshold) each."""
+        """(model id, text) items from concurrent requests -> (unsafe, category scores, threshold) each, or the
+        ApiError of a model that failed to load."""
         out: list = [None] * len(items)
         groups: dict[str, list[int]] = {}
         for i, (mid, _) in enumerate(items):
             groups.setdefault(mid, []).append(i)
         loop = asyncio.get_running_loop()
         for mid, idx in groups.items():
-            clf = await self.get_model(mid)
+            try:
+                clf = await self.get_model(mid)
+            except ApiError as e:  # only this model's requests fail; the batch's other models still answer
+                for i in idx:
+                    out[i] = e
+                continue
             texts = [items[i][1] for i in idx]
             s = await loop.run_in_executor(self.pool, lambda: clf.score(
                 texts, batch_size=self.cfg.max_batch_size, max_tokens=self.cfg.max_batch_tokens or None))
@@ -348,6 +354,9 @@ class GuardrailDeployment:
 
     async def _run(self, texts: list[str], model_id: str) -> list[tuple[float, list[float], float]]:
         res = await asyncio.gather(*[self._score_batch((model_id, t)) for t in texts])
+        for r in res:
+            if isinstance(r, ApiError):
+                raise r
         for u, _, thr in res:
             self.m_texts.inc(1, tags={"model": model_id, "label": "unsafe" if u >= thr else "safe"})
         return res

@@ -126,7 +126,7 @@ def _generate_stage(cfg: Config, strategy: str, seeds: list[Example], replicas: 
     plans = A.plan_requests(strategy, seeds, seed=cfg.run.seed, round=round, per_seed=s.per_seed,
                             augment_per_category=s.augment_per_category,
                             contrastive_per_seed=s.contrastive_per_seed, items_per_request=s.items_per_request,
-                            styles=s.styles, shots=s.shots)
+                            styles=s.styles, shots=s.shots, tokens_per_item=s.tokens_per_item)
     bs = cfg.generator.batch_size
     batches = [plans[i:i + bs] for i in range(0, len(plans), bs)]
     t0 = time.perf_counter()

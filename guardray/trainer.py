@@ -27,7 +27,6 @@ What it does, in order (`train_classifier`):
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import json
 import math
@@ -187,6 +186,8 @@ def guard_loss(logits, y, cat_mask, pos_weight: float, category_weight: float, r
 
 
 def encode(tok, rows: list[dict], max_length: int) -> list[dict]:
+    if not rows:
+        return []
     enc = tok([r["text"] for r in rows], truncation=True, max_length=max_length)
     keep = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
     return [{k: enc[k][i] for k in keep} for i in range(len(rows))]
@@ -234,6 +235,15 @@ def make_optimizer(model, cfg: TrainerConfig, total_steps: int):
     return opt, sched
 
 
+def autocast(device):
+    """bf16 autocast on CUDA (fp32 master weights and loss); a no-op on CPU."""
+    import contextlib
+    import torch
+    if str(device).startswith("cuda"):
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def train_epoch(model, tok, feats, rows, batches, opt, sched, *, pos_weight: float, category_weight: float,
                 device="cpu", max_grad_norm: float = 1.0, progress=None) -> tuple[float, int]:
     """One pass over `batches`; returns (mean loss, examples seen)."""
@@ -244,7 +254,9 @@ def train_epoch(model, tok, feats, rows, batches, opt, sched, *, pos_weight: flo
         b = collate(tok, feats, rows, idx)
         b = {k: v.to(device) for k, v in b.items()}
         y, cat = b.pop("y"), b.pop("cat")
-        loss = guard_loss(model(**b).logits.float(), y, cat, pos_weight, category_weight)
+        with autocast(device):
+            logits = model(**b).logits
+        loss = guard_loss(logits.float(), y, cat, pos_weight, category_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], max_grad_norm)
@@ -270,7 +282,9 @@ def predict(model, tok, feats, rows, idx_list: list[int], batch_size: int, *, po
             idx = order[s:s + batch_size]
             b = {k: v.to(device) for k, v in collate(tok, feats, rows, idx).items()}
             y, cat = b.pop("y"), b.pop("cat")
-            logits = model(**b).logits.float()
+            with autocast(device):
+                logits = model(**b).logits
+            logits = logits.float()
             per = guard_loss(logits, y, cat, pos_weight, category_weight, reduction="none")
             for j, i in enumerate(idx):
                 probs[i] = torch.sigmoid(logits[j]).cpu().numpy()
@@ -371,6 +385,8 @@ def train_loop_per_worker(config: dict) -> None:
         start_epoch, history, bad_epochs = state["epoch"] + 1, state["history"], state["bad_epochs"]
         best = state["best"]
         resumed_from = state["epoch"]
+        if state.get("stopped"):  # it had stopped early and failed while exporting: export, do not train on
+            start_epoch = cfg.epochs + 1
 
     model = ray.train.torch.prepare_model(model)  # DDP when world > 1, moved to this worker's device
     core = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
@@ -391,7 +407,7 @@ def train_loop_per_worker(config: dict) -> None:
         from tqdm.auto import tqdm
         bar = tqdm(total=total_steps, initial=(start_epoch - 1) * steps_per_epoch, desc="train", unit="step",
                    mininterval=10.0)
-    stop = False
+    stop = start_epoch > cfg.epochs and resumed_from > 0 and resumed_from < cfg.epochs
     for epoch in range(start_epoch, cfg.epochs + 1):
         t0 = time.perf_counter()
         batches = epoch_batches(len(train_rows), cfg.batch_size, epoch, seed, rank, world)
@@ -436,7 +452,7 @@ def train_loop_per_worker(config: dict) -> None:
                 torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()},
                            os.path.join(d, "optim.pt"))
                 Path(d, "state.json").write_text(json.dumps(
-                    {"epoch": epoch, "history": history, "best": best, "bad_epochs": bad_epochs}))
+                    {"epoch": epoch, "history": history, "best": best, "bad_epochs": bad_epochs, "stopped": stop}))
                 ck = ray.train.Checkpoint.from_directory(d)
             ray.train.report(m, checkpoint=ck, checkpoint_dir_name=f"epoch-{epoch:04d}")
         fail = config.get("fail_once_after_epoch") or 0
@@ -519,6 +535,10 @@ class ClassifierTrainer:
 
 # ---------------------------------------------------------------- checkpoint export (driver side)
 
+# registry names -> the upstream Hugging Face ids, for the model card's base_model
+HF_IDS = {"minilm": "sentence-transformers/all-MiniLM-L6-v2", "smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+
+
 def _model_card(meta: dict) -> str:
     s, v, tc = meta["train_summary"], meta["val_metrics"], meta["trainer_config"]
 
@@ -527,12 +547,13 @@ def _model_card(meta: dict) -> str:
 
     def fmt(x):
         return f"{x:.4f}" if isinstance(x, float) else str(x)
+    fpr_note = f", target FPR {tc['target_fpr']}" if meta["threshold_policy"] == "target_fpr" else ""
     metric_keys = ["val_f1", "val_precision", "val_recall", "val_fpr", "val_auprc", "val_roc_auc",
                    "val_recall_at_1pct_fpr", "val_category_micro_f1", "val_loss", "val_n", "val_n_unsafe"]
     return f"""---
 library_name: transformers
 pipeline_tag: text-classification
-base_model: {meta['base_model']}
+base_model: {HF_IDS.get(meta['base_model'], meta['base_model'])}
 tags: [guardray, safety, guardrail, text-classification]
 ---
 # guardray safety classifier
@@ -541,7 +562,7 @@ A prompt-safety guardrail trained by [guardray](https://github.com/) (Ray Train,
 `{meta['base_model']}`{f", warm-started from `{meta['warm_start']}`" if meta.get('warm_start') else ''}).
 It has 16 sigmoid outputs: `unsafe` (the decision head) and one per hazard category (Llama Guard 3 codes S1-S14 plus
 `jailbreak`). A text is **unsafe when the `unsafe` score >= {meta['threshold']:.4f}**, the threshold calibrated on
-the validation split (policy `{meta['threshold_policy']}`{f", target FPR {tc['target_fpr']}" if meta['threshold_policy'] == 'target_fpr' else ''}).
+the validation split (policy `{meta['threshold_policy']}`{fpr_note}).
 
 ```python
 from transformers import pipeline
@@ -721,8 +742,9 @@ def cli(argv: list[str]) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=None, help="YAML config (trainer, data, resources blocks); default: defaults")
     ap.add_argument("--data", nargs="+", default=None, metavar="FILE",
-                    help="Example files (jsonl/csv/parquet/datasets dir) to train on; default: seeds + data.extra_train")
-    ap.add_argument("--val", default=None, metavar="FILE", help="explicit validation file (default: split off the data)")
+                    help="Example files (jsonl/csv/parquet/datasets dir); default: seeds + data.extra_train")
+    ap.add_argument("--val", default=None, metavar="FILE",
+                    help="explicit validation file (default: split off the training data)")
     ap.add_argument("--out", default=None, help="checkpoint folder (default: runs/NAME/classifier)")
     ap.add_argument("--fresh", action="store_true", help="ignore a crashed run's Ray Train state; start over")
     ap.add_argument("--quiet", action="store_true", help="no progress output")

@@ -1,4 +1,4 @@
-"""Deploy the guardrail onto a running Ray cluster with Ray Serve, then exit (the app keeps running).
+r"""Deploy the guardrail onto a running Ray cluster with Ray Serve, then exit (the app keeps running).
 
 Laptop (local Ray, CPU):
     ray start --head --node-ip-address 127.0.0.1 && RAY_AUTH_MODE=token \

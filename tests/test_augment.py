@@ -65,14 +65,15 @@ def test_no_seed_is_mistaken_for_a_refusal(seeds):
 
 def test_prompts_ask_for_user_messages_not_answers():
     p = A.augment_prompt("S2", "typos", 4, persona="a nurse", examples=["ex one", "ex two"])
-    assert "never a reply" in p and "numbered 1 to 4" in p and CATEGORIES["S2"].name.lower() in p
+    assert "never answers" in p and "1 to 4" in p and CATEGORIES["S2"].name.lower() in p
     assert "a nurse" in p and "typos" in p and "- ex one" in p
     assert "Spanish" in A.augment_prompt("S1", "non_english", 2, persona="a teacher", examples=[],
                                          language="Spanish")
     safe = A.augment_prompt("safe", "direct", 3, persona="a parent", examples=[], topic="gardening")
     assert "harmless" in safe and "gardening" in safe
     para = A.paraphrase_prompt("How do I hotwire a car?", 2)
-    assert '"How do I hotwire a car?"' in para and "same thing" in para and "numbered 1 to 2" in para
+    assert '"How do I hotwire a car?"' in para and "keeping its meaning" in para and "1 to 2" in para
+    assert "one such message" in A.paraphrase_prompt("x", 1) and "1 to 1" not in A.paraphrase_prompt("x", 1)
     con = A.contrastive_prompt("How do I poison a dog?", 1, category="S1")
     assert "harmless" in con and "violent crimes" in con
     assert "SAFE or UNSAFE" in A.judge_prompt("hello there")
@@ -111,8 +112,10 @@ def test_plan_requests_counts_and_determinism():
     other = A.plan_requests("augment", seeds, seed=4, augment_per_category=7, items_per_request=3, styles=styles)
     assert [p.request.prompt for p in other] != [p.request.prompt for p in plans]
 
-    para = A.plan_requests("paraphrase", seeds, per_seed=2)
+    para = A.plan_requests("paraphrase", seeds, per_seed=2, tokens_per_item=30)
     assert len(para) == len(seeds) and all(p.n == 2 and p.label == p.parent.label for p in para)
+    assert {p.request.max_new_tokens for p in para} == {16 + 2 * 30}
+    assert {p.request.max_new_tokens for p in plans} == {None}
     assert [p.tags for p in para if p.parent.id == "s1"] == [("hard_benign", "near:S1")]
     con = A.plan_requests("contrastive", seeds, contrastive_per_seed=2)
     assert len(con) == 4 and all(p.label == "safe" and p.categories == () and "hard_benign" in p.tags for p in con)

@@ -102,7 +102,7 @@ def test_replicas_fan_out_weight_sync_and_survive_a_kill(ray_session, tiny_lm):
     cfg = CFG.__class__(**{**CFG.__dict__, "replicas": 2, "max_task_retries": 3, "max_restarts": 2})
     r0, r1 = make_replicas(cfg, ResourcesConfig(generator_cpus=0.5), seed=0)
     try:
-        batches = [[GenRequest(f"b{j}-{i}", f"Question {j} {i} about dogs.") for i in range(4)] for j in range(6)]
+        batches = [[GenRequest(f"b{j}-{i}", f"Question {j} {i} about dogs.") for i in range(4)] for j in range(4)]
         ref1 = [r1.generate.remote(b) for b in batches]
         ref0 = [r0.generate.remote(b) for b in batches]
         ray.wait(ref0, num_returns=1)

@@ -27,15 +27,18 @@ def cluster(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("raycluster")
     gcs, dash = _free_port(), _free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16),
-           "HF_HUB_OFFLINE": "1"}
+           "HF_HUB_OFFLINE": "1",
+           "RAY_DASHBOARD_STARTUP_TIMEOUT_S": "300",
+           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}  # `python` in a job = this venv's, as if activated  # the job server lives in the dashboard; slow on 2 busy cores
     env.pop("RAY_ADDRESS", None)
+    log = open(tmp / "head.log", "w")
     proc = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=4", "--include-dashboard=true",
-         f"--temp-dir={tmp}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+         f"--temp-dir={tmp}"], env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
         start_new_session=True)
     address = f"http://127.0.0.1:{dash}"
-    deadline = time.time() + 180
+    deadline = time.time() + 360
     while time.time() < deadline:
         r = subprocess.run([str(BIN / "ray"), "job", "list", "--address", address], env=env, capture_output=True,
                            text=True)
@@ -44,7 +47,7 @@ def cluster(tmp_path_factory):
         time.sleep(2)
     else:
         os.killpg(proc.pid, signal.SIGTERM)
-        pytest.fail(f"local Ray head did not come up: {proc.stdout.read()[-2000:] if proc.stdout else ''}")
+        pytest.fail(f"local Ray head did not come up: {(tmp / 'head.log').read_text()[-3000:]}")
     yield address, env
     os.killpg(proc.pid, signal.SIGTERM)
     try:

@@ -76,7 +76,7 @@ def test_ppo_learner_raises_a_verifiable_reward(ray_session, learner):
     assert stats[-1]["kl"] > 0.1
 
 
-def test_stale_rollouts_drop_and_recompute_are_reported(ray_session):
+def test_stale_rollouts_drop_and_recompute_are_reported():
     from guardray.learner import LocalPPOLearner, StaleRolloutError
     drop = LocalPPOLearner(dataclasses.replace(CFG, stale_rollouts="drop"), GEN, seed=1)
     old = drop.generate(requests(8, 1))
@@ -107,7 +107,7 @@ def test_stale_rollouts_drop_and_recompute_are_reported(ray_session):
         rec.update(rollouts_of(old), rewards_of(old[:2], 3))
 
 
-def test_lora_learner_publishes_merged_plain_weights_and_saves(tmp_path, ray_session):
+def test_lora_learner_publishes_merged_plain_weights_and_saves(tmp_path):
     from transformers import AutoModelForCausalLM
     from guardray.learner import LocalPPOLearner
     from guardray.models import load_causal_lm

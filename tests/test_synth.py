@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from guardray.core.augment import PREAMBLE
 from guardray.core.config import CuratorConfig, ResourcesConfig, load_config
 from guardray.core.records import Example, read_examples
 from guardray.curator import CuratorPool
@@ -15,8 +16,8 @@ from guardray.curator import CuratorPool
 TINY = ["generator.model=tiny-causal-lm", "generator.max_new_tokens=12", "generator.batch_size=4",
         "generator.replicas=2", "resources.generator_cpus=0.5", "resources.curator_cpus=0.5",
         "synth.max_seeds=20", "synth.augment_per_category=1", "synth.items_per_request=1",
-        "synth.styles=[direct]", "curator.shard_size=16", "curator.min_chars=3", "curator.per_category_max=2",
-        "curator.embed_model=tiny-encoder"]
+        "synth.styles=[direct]", "curator.workers=1", "curator.shard_size=16", "curator.min_chars=3",
+        "curator.per_category_max=2", "curator.embed_model=tiny-encoder"]
 
 
 def test_synth_end_to_end_accounting_provenance_kill_and_resume(ray_session, tmp_path, seeds, capsys):
@@ -106,8 +107,7 @@ def _candidates(seeds):
         "eval-typo": ("How do you reccommend I kill a python process running on my laptop??", "dedup:eval_contamination"),
         "refusal": ("I'm sorry, but I can't help with that request.", "rules:refusal"),
         "short": ("hey", "rules:too_short"),
-        "echo": ("We are building a safety classifier for a chatbot and need realistic examples of messages users "
-                 "send.", "rules:prompt_echo"),
+        "echo": (PREAMBLE, "rules:prompt_echo"),
         "near-late": (out[1].text.replace("Please answer", "Pls answer"), "dedup:near"),  # a different shard
         "exact-late": (out[2].text.upper(), "dedup:exact"),
     }
@@ -117,14 +117,15 @@ def _candidates(seeds):
 
 
 class KillingPool(CuratorPool):
-    """A real pool whose curator 1 is killed (and restarted by Ray) right after the first round is submitted."""
-    kills = 0
+    """A real pool whose curator 1, once armed, is killed (and restarted by Ray) right after the first round of a
+    curate call is submitted."""
+    armed, kills = False, 0
 
     def _wait(self, refs, desc):
-        if self.kills == 0:
+        if self.armed:
             import ray
             ray.kill(self.workers[1], no_restart=False)
-            self.kills += 1
+            self.armed, self.kills = False, self.kills + 1
         super()._wait(refs, desc)
 
 
@@ -134,15 +135,14 @@ def test_curator_pool_fates_cross_shard_dedup_and_a_killed_curator(ray_session, 
     eval_texts = ["How do you recommend I kill a python process running on my laptop?"]
     cfg = CuratorConfig(workers=2, shard_size=20, rounds=("rules", "dedup", "select"), min_chars=8,
                         per_category_max=4, embed_model="tiny-encoder", max_task_retries=3)
-    res_ = ResourcesConfig(curator_cpus=0.5)
-    refs = [s.text for s in seeds]
-    with CuratorPool(cfg, res_, reference_texts=refs, judge_model=None, decontam_texts=eval_texts,
-                     progress=False) as pool:
+    with KillingPool(cfg, ResourcesConfig(curator_cpus=0.5), reference_texts=[s.text for s in seeds],
+                     judge_model=None, decontam_texts=eval_texts, progress=False) as pool:
         calm = pool.curate(cands, stage="t")
-    with KillingPool(cfg, res_, reference_texts=refs, judge_model=None, decontam_texts=eval_texts,
-                     progress=False) as pool:
+        pool.armed = True
         rough = pool.curate(cands, stage="t")
         assert pool.kills == 1 and ray.get(pool.workers[1].ping.remote())["restarted"]
+        with pytest.raises(ValueError, match="duplicate example id"):
+            pool.curate(cands + cands[:1], stage="t")
     for res in (calm, rough):
         rep = res.report
         assert rep["inputs"] == len(cands) == rep["kept"] + rep["dropped_total"]
@@ -157,9 +157,6 @@ def test_curator_pool_fates_cross_shard_dedup_and_a_killed_curator(ray_session, 
     # the killed curator's shards were redone: the same answer as the calm run
     assert [e.id for e in rough.kept] == [e.id for e in calm.kept]
     assert rough.report["dropped"] == calm.report["dropped"]
-    with pytest.raises(ValueError, match="duplicate example id"):
-        with CuratorPool(cfg, res_, reference_texts=[], judge_model=None, progress=False) as pool:
-            pool.curate(cands + cands[:1], stage="t")
 
 
 def test_judge_relabel_and_embedding_dedup(ray_session, seeds, tiny_encoder, tiny_lm):
@@ -171,7 +168,7 @@ def test_judge_relabel_and_embedding_dedup(ray_session, seeds, tiny_encoder, tin
     for policy in ("drop", "relabel"):
         # margin 0: the untrained judge disagrees with about half the labels; "both" adds the tiny LLM judge,
         # whose gibberish gives no verdict (counted in the notes, kept)
-        cfg = CuratorConfig(workers=2, shard_size=8, rounds=("dedup", "judge"), judge="both", judge_margin=0.0,
+        cfg = CuratorConfig(workers=1, shard_size=8, rounds=("dedup", "judge"), judge="both", judge_margin=0.0,
                             judge_policy=policy, judge_llm="tiny-causal-lm", dedup_method="embedding",
                             embed_model="tiny-encoder", embed_dup_threshold=0.999)
         with CuratorPool(cfg, res_, reference_texts=[], judge_model="tiny-encoder", progress=False) as pool:

@@ -40,38 +40,37 @@ PERSONAS = ("a teenager", "a college student", "a small-business owner", "a nurs
 SAFE_TOPICS = ("cooking", "travel", "homework", "programming", "health and fitness", "money and budgeting",
                "gardening", "relationships", "home repair", "pets", "music", "job hunting", "history", "sports")
 
-# Fixed instruction wording, also used by the curation rules to spot a model that echoes its instruction.
-PREAMBLE = ("We are building a safety classifier for a chatbot and need realistic examples of messages users send. "
-            "Write only the user messages themselves, never a reply or an answer to them.")
-LIST_FORMAT = "Write {n} different messages, one per line, numbered 1 to {n}, with nothing else."
+# Fixed instruction wording, also used by the curation rules to spot a model that echoes its instruction. Kept
+# short on purpose: on a CPU the prompt (prefill) costs more than the few tokens each request yields.
+PREAMBLE = "We are collecting examples to train a chatbot safety filter. Write user messages only, never answers."
+LIST_FORMAT = "Number them 1 to {n}, one per line, nothing else."
 INSTRUCTION_TEXTS: tuple[str, ...] = (
-    PREAMBLE, "Write only the user messages themselves, never a reply or an answer to them.",
-    "Write {n} different messages, one per line, numbered 1 to {n}, with nothing else.",
-    "Rewrite the following user message in different words so that it asks for exactly the same thing.",
-    "Keep the meaning, the language and the intent; change the wording.",
-    "Write harmless, everyday user messages that reuse some of the same words as the following message but "
-    "ask for something completely safe.",
-    "Examples of such messages:", "The user is", "Their style: the user",
+    PREAMBLE, "Write user messages only, never answers.", "Number them 1 to {n}, one per line, nothing else.",
+    "Write one such message, nothing else.", "Reword this user message", "different ways, keeping its meaning and "
+    "language", "harmless everyday messages that reuse words from this one but ask for something safe",
+    "a harmless everyday message that reuses words from this one but asks for something safe",
+    "Examples:", "Write a new message in which", "new messages in which", "Their style: the user",
 )
 
 
 def _fmt_list(n: int) -> str:
-    return LIST_FORMAT.format(n=n)
+    return LIST_FORMAT.format(n=n) if n > 1 else "Write one such message, nothing else."
 
 
 def augment_prompt(category: str, style: str, n: int, *, persona: str, examples: list[str], language: str = "",
                    topic: str = "") -> str:
     """Instruction for `n` new requests of a hazard category (or "safe") in a style and persona."""
     if category == "safe":
-        what = (f"everyday, harmless messages about {topic or 'ordinary topics'} that any assistant should "
-                "happily answer")
+        what = f"everyday help with {topic or 'ordinary things'} (harmless requests any assistant should answer)"
     else:
         c = CATEGORIES[category]
-        what = f"messages that ask for {c.name.lower()} content. {c.definition.split(' Out:')[0].replace('In: ', 'This covers ')}"
+        scope = c.definition.split(" Out:")[0].removeprefix("In: ").rstrip(".")
+        what = f"{c.name.lower()} ({scope})"
     hint = STYLE_HINTS.get(style, STYLE_HINTS["direct"]).format(language=language or "Spanish")
-    lines = [PREAMBLE, f"Write {what}", f"The user is {persona}. Their style: the user {hint}."]
+    head = f"Write {n} new messages in which" if n > 1 else "Write a new message in which"
+    lines = [PREAMBLE, f"{head} {persona} asks for {what}. Their style: the user {hint}."]
     if examples:
-        lines.append("Examples of such messages:")
+        lines.append("Examples:")
         lines += [f"- {e}" for e in examples]
     lines.append(_fmt_list(n))
     return "\n".join(lines)
@@ -79,23 +78,17 @@ def augment_prompt(category: str, style: str, n: int, *, persona: str, examples:
 
 def paraphrase_prompt(text: str, n: int) -> str:
     """Instruction for `n` rewordings of a request (same intent, new words)."""
-    return "\n".join([
-        PREAMBLE,
-        "Rewrite the following user message in different words so that it asks for exactly the same thing.",
-        "Keep the meaning, the language and the intent; change the wording.",
-        f'Message: "{text}"', _fmt_list(n)])
+    ways = f"{n} different ways" if n > 1 else "in different words"
+    return "\n".join([PREAMBLE, f"Reword this user message {ways}, keeping its meaning and language:",
+                      f'"{text}"', _fmt_list(n)])
 
 
 def contrastive_prompt(text: str, n: int, *, category: str = "") -> str:
     """Instruction for `n` hard benign requests sharing words with an unsafe one."""
     avoid = f" (nothing about {CATEGORIES[category].name.lower()})" if category in CATEGORIES else ""
-    return "\n".join([
-        PREAMBLE,
-        "Write harmless, everyday user messages that reuse some of the same words as the following message but "
-        f"ask for something completely safe{avoid}.",
-        'For example, "My sourdough starter died again, how do I bring a new one to life?" talks about dying '
-        'but is safe.',
-        f'Message: "{text}"', _fmt_list(n)])
+    head = (f"Write {n} harmless everyday messages that reuse words from this one but ask" if n > 1 else
+            "Write a harmless everyday message that reuses words from this one but asks")
+    return "\n".join([PREAMBLE, f"{head} for something safe{avoid}:", f'"{text}"', _fmt_list(n)])
 
 
 def judge_prompt(text: str) -> str:
@@ -213,8 +206,14 @@ def _primary(ex: Example) -> str:
 
 def plan_requests(strategy: str, seeds: list[Example], *, seed: int = 0, round: int = 0, per_seed: int = 2,
                   augment_per_category: int = 24, contrastive_per_seed: int = 1, items_per_request: int = 5,
-                  styles: tuple[str, ...] = ("direct",), shots: int = 3) -> list[Planned]:
-    """Requests for one strategy, deterministic in (seeds, seed). Prompt ids are unique and stable."""
+                  styles: tuple[str, ...] = ("direct",), shots: int = 3, tokens_per_item: int = 0) -> list[Planned]:
+    """Requests for one strategy, deterministic in (seeds, seed). Prompt ids are unique and stable.
+
+    `tokens_per_item` > 0 caps each request's max_new_tokens at 16 + tokens_per_item * n (n items asked for), so a
+    model that rambles past its list stops early; 0 leaves the generator's max_new_tokens."""
+    def req(pid: str, prompt: str, n: int) -> GenRequest:
+        return GenRequest(pid, prompt, max_new_tokens=16 + tokens_per_item * n if tokens_per_item > 0 else None)
+
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; use one of {STRATEGIES}")
     rnd = random.Random(f"{seed}:{strategy}:{round}")
@@ -222,7 +221,7 @@ def plan_requests(strategy: str, seeds: list[Example], *, seed: int = 0, round: 
     pfx = f"r{round}-{strategy}"
     if strategy == "paraphrase":
         for ex in seeds:
-            out.append(Planned(GenRequest(f"{pfx}-{ex.id}", paraphrase_prompt(ex.text, per_seed)), ex, strategy,
+            out.append(Planned(req(f"{pfx}-{ex.id}", paraphrase_prompt(ex.text, per_seed), per_seed), ex, strategy,
                                per_seed, ex.label, ex.categories, ex.style,
                                tuple(t for t in ex.tags if t.startswith(("lang:", "near:", "hard_benign")))))
     elif strategy == "contrastive":
@@ -230,8 +229,8 @@ def plan_requests(strategy: str, seeds: list[Example], *, seed: int = 0, round: 
             if not ex.unsafe or contrastive_per_seed <= 0:
                 continue
             cat = _primary(ex)
-            out.append(Planned(GenRequest(f"{pfx}-{ex.id}", contrastive_prompt(ex.text, contrastive_per_seed,
-                                                                               category=cat)),
+            out.append(Planned(req(f"{pfx}-{ex.id}", contrastive_prompt(ex.text, contrastive_per_seed, category=cat),
+                                   contrastive_per_seed),
                                ex, strategy, contrastive_per_seed, "safe", (), "direct",
                                ("hard_benign", f"near:{cat}")))
     else:  # augment: for every (category, style), ceil(augment_per_category / items_per_request) requests
@@ -262,7 +261,7 @@ def plan_requests(strategy: str, seeds: list[Example], *, seed: int = 0, round: 
                                             language=lang, topic=topic)
                     tags = (f"persona:{persona.split()[-1]}",) + ((f"lang:{code}",) if code else ())
                     label = "safe" if cat == "safe" else "unsafe"
-                    out.append(Planned(GenRequest(f"{pfx}-{cat}-{style}-{k}", prompt), ex_shots[0], strategy, n,
+                    out.append(Planned(req(f"{pfx}-{cat}-{style}-{k}", prompt, n), ex_shots[0], strategy, n,
                                        label, () if cat == "safe" else (cat,), style, tags))
                     k += 1
     return out

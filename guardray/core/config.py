@@ -74,6 +74,7 @@ class SynthConfig:
     max_seeds: int = rng(0, 0, 10_000_000)  # 0 = all seeds
     items_per_request: int = rng(5, 1, 100)  # augment: requests asked for in one generation (a numbered list)
     shots: int = rng(3, 0, 20)  # augment: seed examples shown in the instruction
+    tokens_per_item: int = rng(40, 0, 4096)  # caps max_new_tokens at 16 + this x items asked for (0 = no cap)
 
 
 @dataclass(frozen=True)
