@@ -187,6 +187,8 @@ def options_part(model: str, args) -> list[dict]:
     from guardray.core.config import ServeConfig
     from guardray.serve import load_classifier
     sets = {name: read_texts(name) for name in ("openai-moderation", "xstest")}
+    if args.limit:  # the first N texts of each set (the files are not sorted by label or length)
+        sets = {k: (t[:args.limit], y[:args.limit]) for k, (t, y) in sets.items()}
     variants = [("fp32, 1 thread", dict(threads=1)), ("fp32", {}), ("int8 (dynamic, Linear)", dict(quantize="int8")),
                 ("torch.compile", dict(compile=True))]
     rows, base = [], {}
@@ -249,6 +251,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch threads for every system")
     ap.add_argument("--only", choices=["http", "options"], default=None)
     ap.add_argument("--no-int8", action="store_true", help="skip the guardray-int8 HTTP rows")
+    ap.add_argument("--limit", type=int, default=0, help="speed options: first N texts of each set (0 = all)")
     ap.add_argument("--out", default="runs/serve_bench.md")
     ap.add_argument("--naive-server", metavar="MODEL", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)

@@ -53,6 +53,7 @@ def test_overrides_apply_and_parse_types():
     ("trainer.use_gpu=maybe", "trainer.use_gpu: expected true/false"),
     ("nosuchblock.x=1", "nosuchblock: unknown key"),
     ("trainer", "expected dotted.key=value"),
+    ("ppo.policy_model=tiny-causal-lm", "ppo.policy_model: 'tiny-causal-lm' differs from generator.model"),
 ])
 def test_bad_config_names_the_field(override, needle):
     with pytest.raises(ConfigError) as e:

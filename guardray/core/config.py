@@ -372,6 +372,9 @@ def _check_cross(obj, where: str) -> None:
         bad = [s for s in obj.styles if s not in STYLES or not s]
         if bad:
             raise ConfigError(f"{p}styles: unknown style {bad[0]!r}; use any of {[s for s in STYLES if s]}")
+    if isinstance(obj, Config) and obj.ppo.policy_model != obj.generator.model:
+        raise ConfigError(f"ppo.policy_model: {obj.ppo.policy_model!r} differs from generator.model "
+                          f"{obj.generator.model!r}; the replicas load the policy's weights, so set both the same")
     if isinstance(obj, Config) and obj.generator.backend == "vllm" and obj.resources.generator_gpus <= 0:
         raise ConfigError("resources.generator_gpus: the vllm backend needs a GPU; set it >= 1 (or "
                           "generator.backend=hf)")
