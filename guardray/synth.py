@@ -93,7 +93,19 @@ def select_seeds(cfg: Config, seeds: list[Example] | None) -> list[Example]:
     if not seeds:
         raise DataError("synth: no seed examples; set data.seeds to a jsonl/csv/parquet file")
     if cfg.synth.max_seeds and len(seeds) > cfg.synth.max_seeds:
-        seeds = random.Random(cfg.run.seed).sample(seeds, cfg.synth.max_seeds)
+        # stratified: shuffle each (label, category) group, then take from the groups in turn
+        from guardray.core.curation import category_key
+        rnd = random.Random(cfg.run.seed)
+        groups: dict[str, list[Example]] = {}
+        for s in seeds:
+            groups.setdefault(category_key(s), []).append(s)
+        queues = [rnd.sample(g, len(g)) for _, g in sorted(groups.items())]
+        picked: list[Example] = []
+        while len(picked) < cfg.synth.max_seeds:
+            for q in queues:
+                if q and len(picked) < cfg.synth.max_seeds:
+                    picked.append(q.pop())
+        seeds = picked
     return list(seeds)
 
 
@@ -223,7 +235,7 @@ def run_synth(cfg: Config, seeds: list[Example] | None = None, *, round: int = 0
             infos = ray.get([r.info.remote() for r in replicas])
             stage_stats["replicas"] = [{k: i.get(k) for k in ("name", "backend", "model", "device", "threads",
                                                              "requests", "completion_tokens", "seconds",
-                                                             "restarted")} for i in infos]
+                                                             "cpu_seconds", "restarted")} for i in infos]
     finally:
         for r in replicas if own else ():  # free their CPUs/GPUs for the curators
             ray.kill(r, no_restart=True)

@@ -14,4 +14,7 @@ import sys
 from guardray.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(["run", "--config", *sys.argv[1:2], *sys.argv[2:]] if len(sys.argv) > 1 else ["run", "--help"]))
+    args = sys.argv[1:]
+    if not args or args[0].startswith("-"):  # --help, or no config given
+        sys.exit(main(["run", "--help"]) if not args or args[0] in ("-h", "--help") else main(["run", *args]))
+    sys.exit(main(["run", "--config", args[0], *args[1:]]))
