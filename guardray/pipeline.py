@@ -260,10 +260,17 @@ def run_pipeline(cfg: Config) -> dict:
         rounds.append(rec)
         log(f"round {r}: ASR {rec['asr_before_retrain']:.2f} -> {rec['asr_after_retrain']:.2f} after retraining, "
             f"{len(curated)} adversarial examples added")
+    release(actors)
     return export(cfg, rounds, ckpt, time.time() - t0)
 
 
 # ---------------------------------------------------------------- helpers of the controller
+
+def release(actors: Actors) -> None:
+    """Free the adversarial phase's CPUs/GPUs (the run's outputs are on disk by now)."""
+    for a in [actors.learner, actors.scorer, *actors.replicas]:
+        ray.kill(a, no_restart=True)
+
 
 def resolve_eval_sets(cfg: Config) -> list[str]:
     """Evaluation files/folders; a missing one is an error unless data.missing_eval=skip (then said loudly)."""
@@ -366,6 +373,7 @@ def run_attack(cfg: Config, classifier: str) -> dict:
            "reward_components": mean_components(rbs + [rb]), "samples": success_samples(fresh, rb)}
     out.mkdir(parents=True, exist_ok=True)
     (out / "attack.json").write_text(json.dumps(rep, indent=2))
+    release(actors)
     log(f"ASR {rep['asr']:.2f} on {len(fresh)} fresh attacks; {len(found)} successes in {out}")
     return rep
 
