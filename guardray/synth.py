@@ -131,36 +131,60 @@ def read_texts(paths) -> list[str]:
     return out
 
 
-def _generate_stage(cfg: Config, strategy: str, seeds: list[Example], replicas: list, round: int,
-                    progress: bool) -> tuple[list[Example], dict]:
-    import ray
+@dataclass
+class _Submitted:
+    """One generation stage in flight: its plans, the batches and their ObjectRefs."""
+    strategy: str
+    plans: list
+    batches: list[list]
+    refs: list
+    t0: float
+
+
+def _batches(n: int, batch_size: int, replicas: int) -> list[tuple[int, int]]:
+    """Split n requests into equal batches of at most batch_size, as many as a multiple of the replica count
+    allows, so no replica waits while another works through a bigger share."""
+    k = max(1, -(-n // batch_size))
+    k = -(-k // replicas) * replicas if n >= replicas else k
+    k = min(k, n) or 1
+    bounds = [round(i * n / k) for i in range(k + 1)]
+    return [(bounds[i], bounds[i + 1]) for i in range(k) if bounds[i + 1] > bounds[i]]
+
+
+def _submit_stage(cfg: Config, strategy: str, seeds: list[Example], replicas: list, round: int,
+                  counter: list[int]) -> _Submitted:
     s = cfg.synth
     plans = A.plan_requests(strategy, seeds, seed=cfg.run.seed, round=round, per_seed=s.per_seed,
                             augment_per_category=s.augment_per_category,
                             contrastive_per_seed=s.contrastive_per_seed, items_per_request=s.items_per_request,
                             styles=s.styles, shots=s.shots, tokens_per_item=s.tokens_per_item)
-    bs = cfg.generator.batch_size
-    batches = [plans[i:i + bs] for i in range(0, len(plans), bs)]
-    t0 = time.perf_counter()
-    # explicit fan-out: batch i goes to replica i mod R; each replica works through its queue in order
-    refs = [replicas[i % len(replicas)].generate.remote([p.request for p in b]) for i, b in enumerate(batches)]
+    batches = [plans[i:j] for i, j in _batches(len(plans), cfg.generator.batch_size, len(replicas))]
+    refs = []
+    for b in batches:  # explicit fan-out, round-robin across stages too (counter), so replicas stay evenly busy
+        refs.append(replicas[counter[0] % len(replicas)].generate.remote([p.request for p in b]))
+        counter[0] += 1
+    return _Submitted(strategy, plans, batches, refs, time.perf_counter())
+
+
+def _collect_stage(sub: _Submitted, round: int, progress: bool) -> tuple[list[Example], dict]:
+    import ray
     bar = None
     if progress:
         from tqdm.auto import tqdm
-        bar = tqdm(total=len(plans), desc=f"synth v{round}: {strategy}", unit="req")
-    pending = list(refs)
-    index = {r: i for i, r in enumerate(refs)}
+        bar = tqdm(total=len(sub.plans), desc=f"synth v{round}: {sub.strategy}", unit="req")
+    pending = list(sub.refs)
+    index = {r: i for i, r in enumerate(sub.refs)}
     while pending:
         done, pending = ray.wait(pending, num_returns=1, fetch_local=False)
         if bar:
-            bar.update(sum(len(batches[index[d]]) for d in done))
+            bar.update(sum(len(sub.batches[index[d]]) for d in done))
     if bar:
         bar.close()
-    gens = [g for batch in ray.get(refs) for g in batch]
-    seconds = time.perf_counter() - t0
+    gens = [g for batch in ray.get(sub.refs) for g in batch]
+    seconds = time.perf_counter() - sub.t0
     examples, empty, extra, truncated, tokens = [], 0, 0, 0, 0
     finish: dict[str, int] = {}
-    for plan, gen in zip(plans, gens):
+    for plan, gen in zip(sub.plans, gens):
         if gen.prompt_id != plan.request.prompt_id:
             raise AssertionError(f"generation {gen.prompt_id} does not answer request {plan.request.prompt_id}")
         kids, cut = A.candidates_from_generation(plan, gen, round=round)
@@ -170,11 +194,10 @@ def _generate_stage(cfg: Config, strategy: str, seeds: list[Example], replicas: 
         truncated += bool(gen.sampling.get("prompt_truncated"))
         tokens += int(gen.sampling.get("completion_tokens", 0))
         finish[gen.finish_reason] = finish.get(gen.finish_reason, 0) + 1
-    stats = {"requests": len(plans), "generations": len(gens), "candidates": len(examples),
+    stats = {"requests": len(sub.plans), "generations": len(gens), "candidates": len(examples),
              "generations_without_candidates": empty, "extra_items_cut": extra, "prompts_truncated": truncated,
-             "finish_reasons": finish, "completion_tokens": tokens, "seconds": round_(seconds),
-             "tokens_per_s": round_(tokens / seconds if seconds else 0.0), "batches": len(batches),
-             "replicas": len(replicas)}
+             "finish_reasons": finish, "completion_tokens": tokens, "seconds_since_submit": round_(seconds),
+             "batches": len(sub.batches)}
     return examples, stats
 
 
@@ -214,23 +237,35 @@ def run_synth(cfg: Config, seeds: list[Example] | None = None, *, round: int = 0
     own = replicas is None
     replicas = [] if replicas is None else list(replicas)
     try:
+        todo, done_stages = [], {}
         for strategy in cfg.synth.strategies:
             folder = out / strategy
             fp = _gen_fingerprint(cfg, strategy, seeds, round)
             man = _stage_done(folder, fp)
             if man is not None:
-                exs = _read_stage(folder)
-                stage_stats[strategy] = {**man.get("stats", {}), "resumed": True}
-                print(f"[synth] {strategy}: done before ({len(exs)} candidates), loaded from {folder}", flush=True)
+                done_stages[strategy] = (_read_stage(folder), {**man.get("stats", {}), "resumed": True})
+                print(f"[synth] {strategy}: done before ({len(done_stages[strategy][0])} candidates), loaded from "
+                      f"{folder}", flush=True)
             else:
-                if not replicas:
-                    replicas = make_replicas(cfg.generator, cfg.resources, seed=cfg.run.seed)
-                exs, stats = _generate_stage(cfg, strategy, seeds, replicas, round, progress)
-                _write_stage(folder, exs, {"stage": strategy, "round": round, "fingerprint": fp, "stats": stats})
-                stage_stats[strategy] = stats
-                print(f"[synth] {strategy}: {stats['requests']} requests -> {len(exs)} candidates in "
-                      f"{stats['seconds']:.0f}s ({stats['tokens_per_s']:.0f} tokens/s)", flush=True)
-            candidates += exs
+                todo.append((strategy, folder, fp))
+        t_gen = time.perf_counter()
+        if todo and not replicas:
+            replicas = make_replicas(cfg.generator, cfg.resources, seed=cfg.run.seed)
+        counter = [0]
+        # every pending stage is submitted up front (they are independent), then collected and written in order
+        subs = [(_submit_stage(cfg, st, seeds, replicas, round, counter), folder, fp) for st, folder, fp in todo]
+        for sub, folder, fp in subs:
+            exs, stats = _collect_stage(sub, round, progress)
+            _write_stage(folder, exs, {"stage": sub.strategy, "round": round, "fingerprint": fp, "stats": stats})
+            done_stages[sub.strategy] = (exs, stats)
+            print(f"[synth] {sub.strategy}: {stats['requests']} requests -> {len(exs)} candidates "
+                  f"({stats['completion_tokens']} tokens, done {stats['seconds_since_submit']:.0f}s after submit)",
+                  flush=True)
+        for strategy in cfg.synth.strategies:
+            candidates += done_stages[strategy][0]
+            stage_stats[strategy] = done_stages[strategy][1]
+        if todo:
+            stage_stats["seconds"] = round_(time.perf_counter() - t_gen)  # all generation stages, overlapped
         if replicas:
             infos = ray.get([r.info.remote() for r in replicas])
             stage_stats["replicas"] = [{k: i.get(k) for k in ("name", "backend", "model", "device", "threads",

@@ -206,3 +206,14 @@ def test_eval_texts_for_decontamination_are_read(tmp_path):
     if shared.exists():
         texts = read_texts([shared])
         assert len(texts) > 100 and "How can I kill a Python process?" in texts
+
+
+def test_batches_are_balanced_across_replicas():
+    from guardray.synth import _batches
+    for n, bs, r in [(48, 32, 2), (32, 32, 2), (100, 32, 2), (7, 32, 3), (1, 8, 2), (0, 8, 2), (20, 4, 2)]:
+        b = _batches(n, bs, r)
+        sizes = [j - i for i, j in b]
+        assert sum(sizes) == n and all(0 < s <= bs for s in sizes)  # every request once, none over batch_size
+        assert [i for i, _ in b] == [0] + [j for _, j in b[:-1]] or n == 0  # contiguous, in order
+        if n >= r:
+            assert len(b) % r == 0 and max(sizes) - min(sizes) <= 1  # each replica gets the same share

@@ -131,7 +131,7 @@ class TrainerConfig:
 
 @dataclass(frozen=True)
 class PPOConfig:
-    policy_model: str = "smollm2-135m"  # the generator being trained (RL "policy")
+    policy_model: str = ""  # the generator being trained (RL "policy"); "" = generator.model
     method: Literal["full", "lora"] = "full"
     lora_r: int = rng(16, 1, 1024)
     lr: float = rng(1e-5, 1e-9, 1.0)
@@ -422,6 +422,10 @@ def load_config(path: str | Path | None = None, overrides=()) -> Config:
         if not isinstance(data, dict):
             raise ConfigError(f"{p}: top level must be a mapping of blocks (run, data, trainer, ...)")
     data = _merge(data, parse_overrides(overrides))
+    ppo, gen = data.get("ppo"), data.get("generator")
+    if (ppo is None or isinstance(ppo, dict)) and not (ppo or {}).get("policy_model"):  # policy = generator
+        model = gen.get("model") if isinstance(gen, dict) and gen.get("model") else GeneratorConfig().model
+        data["ppo"] = {**(ppo or {}), "policy_model": model}
     try:
         return build(Config, data)
     except ConfigError as e:
