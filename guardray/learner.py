@@ -38,8 +38,12 @@ import json
 import time
 from pathlib import Path
 
-import ray
 import torch
+
+try:
+    import ray
+except ImportError:  # LocalPPOLearner runs without Ray (scripts/gpu_check.py on a bare CUDA host); PPOLearner needs it
+    ray = None
 
 from guardray.core.config import GeneratorConfig, PPOConfig
 from guardray.core.ppo import (KLController, ValueHead, entropy_from_logits, gae, logprobs_from_logits,
@@ -385,7 +389,9 @@ class LocalPPOLearner:
         return logprobs_from_logits(self._gather_logits(logits, mb["pos"]), mb["resp"], self.cfg.temperature)
 
 
-@ray.remote
-class PPOLearner(LocalPPOLearner):
+class _PPOLearnerActor(LocalPPOLearner):
     """Ray actor: the PPO learner (see the module docstring). Inputs: list[Rollout] + RewardBatch per update;
     outputs: stats dicts and an ObjectRef of the policy weights for the GeneratorReplicas."""
+
+
+PPOLearner = ray.remote(_PPOLearnerActor) if ray is not None else None  # the actor class (`PPOLearner.options`)
