@@ -294,7 +294,8 @@ class CuratorPool:
         self.progress = progress
         self.ref_ref = ray.put(prepare_reference(list(reference_texts), list(decontam_texts)))  # put once
         self.n_reference, self.n_decontam = len(reference_texts), len(decontam_texts)
-        opts = dict(num_cpus=res.curator_cpus, max_restarts=cfg.max_restarts, max_task_retries=cfg.max_task_retries)
+        opts = dict(num_cpus=res.curator_cpus, max_restarts=cfg.max_restarts, max_task_retries=cfg.max_task_retries,
+                    resources=res.ray_resources("curator"))
         self.workers = [Curator.options(**opts).remote(cfg, self.ref_ref, self.judge_model, i)
                         for i in range(cfg.workers)]
 

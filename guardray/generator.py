@@ -60,5 +60,5 @@ def make_replicas(cfg: GeneratorConfig, res: ResourcesConfig, seed: int) -> list
     """`cfg.replicas` GeneratorReplica actors (ActorHandles), all with the same seed: a request's output then
     depends on the request, not on which replica served it."""
     opts = dict(num_cpus=res.generator_cpus, num_gpus=res.generator_gpus, max_restarts=cfg.max_restarts,
-                max_task_retries=cfg.max_task_retries)
+                max_task_retries=cfg.max_task_retries, resources=res.ray_resources("generator"))
     return [GeneratorReplica.options(**opts).remote(cfg, f"generator-{i}", seed) for i in range(cfg.replicas)]

@@ -75,10 +75,11 @@ def build_actors(cfg: Config, classifier: str, policy: str = "") -> Actors:
     from guardray.scorer import Scorer
     res = cfg.resources
     ppo = dataclasses.replace(cfg.ppo, policy_model=policy) if policy else cfg.ppo
-    learner = PPOLearner.options(num_cpus=res.learner_cpus, num_gpus=res.learner_gpus).remote(
+    learner = PPOLearner.options(num_cpus=res.learner_cpus, num_gpus=res.learner_gpus,
+                                 resources=res.ray_resources("learner")).remote(
         ppo, cfg.generator, cfg.run.seed)
     replicas = make_replicas(cfg.generator, res, cfg.run.seed)
-    opts = dict(num_cpus=res.scorer_cpus, num_gpus=res.scorer_gpus)
+    opts = dict(num_cpus=res.scorer_cpus, num_gpus=res.scorer_gpus, resources=res.ray_resources("scorer"))
     validity_model = cfg.attack.validity_model or None
     scorer = Scorer.options(**opts).remote(classifier, cfg.attack, embedder=cfg.attack.embedder,
                                            validity_model=validity_model)
@@ -350,10 +351,17 @@ def run_attack(cfg: Config, classifier: str) -> dict:
     """One adversarial phase against `classifier`: PPO updates, then fresh attacks; writes successes (no retrain)."""
     from guardray.data import load_seeds
     from guardray.ray_utils import init_ray
-    init_ray(cfg.run.ray_address)
+    from guardray.classifier import META_FILE
+    from guardray.errors import UsageError
+    from guardray.models import resolve
+    path = resolve(classifier)  # a missing model fails here, with the fix named, before any actor starts
+    if not (Path(path) / META_FILE).exists():
+        raise UsageError(f"--classifier {classifier}: {path} is not a guardray checkpoint (no {META_FILE}); pass "
+                         f"a folder written by `guardray train` or a run's classifier/round-N")
     seeds = load_seeds(cfg.data.seeds, skip_bad=cfg.data.skip_bad_rows)
     attack_pool, eval_pool = split_attack_seeds(seeds, cfg)
-    actors = build_actors(cfg, classifier)
+    init_ray(cfg.run.ray_address)
+    actors = build_actors(cfg, path)
     rbs, batches, stats = [], [], []
     for u in range(cfg.ppo.updates_per_round):
         seeds_u = random.Random(cfg.run.seed + u).sample(attack_pool, min(cfg.ppo.rollouts_per_update,

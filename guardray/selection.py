@@ -92,7 +92,8 @@ def _proxy_trajectories(train, cfg: TrainerConfig, seed: int, resources: Resourc
     if not ray.is_initialized():
         return loss_trajectories(train, cfg, seed=seed, threads=threads, progress=progress)
     gpus = (resources.trainer_gpus_per_worker or 1.0) if cfg.use_gpu else 0
-    task = ray.remote(num_cpus=resources.trainer_cpus_per_worker, num_gpus=gpus)(_proxy_task)
+    task = ray.remote(num_cpus=resources.trainer_cpus_per_worker, num_gpus=gpus,
+                      resources=resources.ray_resources("trainer"))(_proxy_task)
     return ray.get(task.remote(train, cfg, seed, threads, "cuda" if gpus else "cpu"))
 
 

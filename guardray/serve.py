@@ -474,7 +474,9 @@ def build_app(args: dict) -> serve.Application:
     key = os.environ.get(cfg.api_key_env, "") if cfg.api_key_env else ""
     key_sha = hashlib.sha256(key.encode()).hexdigest() if key else ""
     opts: dict = {"max_ongoing_requests": cfg.max_ongoing_requests,
-                  "ray_actor_options": {"num_cpus": res.serve_cpus, "num_gpus": res.serve_gpus}}
+                  "ray_actor_options": {"num_cpus": res.serve_cpus, "num_gpus": res.serve_gpus,
+                                        **({"resources": res.ray_resources("serve")} if res.custom.get("serve")
+                                           else {})}}
     if cfg.autoscaling:
         opts["autoscaling_config"] = {"min_replicas": cfg.min_replicas, "max_replicas": cfg.max_replicas,
                                       "initial_replicas": max(cfg.min_replicas, 1),

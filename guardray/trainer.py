@@ -505,7 +505,7 @@ class ClassifierTrainer:
         from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
         from ray.train.torch import TorchConfig, TorchTrainer
         cfg, res = self.cfg, self.resources
-        per_worker = {"CPU": res.trainer_cpus_per_worker}
+        per_worker = {**res.ray_resources("trainer"), "CPU": res.trainer_cpus_per_worker}
         if cfg.use_gpu:
             per_worker["GPU"] = res.trainer_gpus_per_worker or 1.0
         loop_config = {

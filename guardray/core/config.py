@@ -231,6 +231,14 @@ class ResourcesConfig:
     scorer_gpus: float = rng(0.0, 0.0, 64.0)
     serve_cpus: float = rng(1.0, 0.0, 1024.0)
     serve_gpus: float = rng(0.0, 0.0, 64.0)
+    # per-role custom Ray resources, e.g. {generator: {gen_node: 0.01}, trainer: {train_node: 0.01}}: a role's actors
+    # then only start on nodes that declare those resources (cluster.yaml's node types do), so generators, trainers
+    # and learners sit where you put them. Roles: generator, curator, trainer, learner, scorer, serve.
+    custom: dict = field(default_factory=dict)
+
+    def ray_resources(self, role: str) -> dict:
+        """{resource: amount} for `role` (empty when none is set): the `resources=` option of its actors."""
+        return dict(self.custom.get(role) or {})
 
 
 @dataclass(frozen=True)
@@ -375,6 +383,19 @@ def _check_cross(obj, where: str) -> None:
     if isinstance(obj, Config) and obj.ppo.policy_model != obj.generator.model:
         raise ConfigError(f"ppo.policy_model: {obj.ppo.policy_model!r} differs from generator.model "
                           f"{obj.generator.model!r}; the replicas load the policy's weights, so set both the same")
+    if isinstance(obj, ResourcesConfig):
+        roles = ("generator", "curator", "trainer", "learner", "scorer", "serve")
+        for role, res in obj.custom.items():
+            if role not in roles:
+                raise ConfigError(f"{p}custom.{role}: unknown role; use any of {', '.join(roles)}")
+            if not isinstance(res, dict) or not all(isinstance(k, str) and isinstance(v, (int, float))
+                                                    and not isinstance(v, bool) and v > 0 for k, v in res.items()):
+                raise ConfigError(f"{p}custom.{role}: expected a mapping of resource name to a positive amount, "
+                                  f"e.g. {{gpu_node: 0.01}}; got {res!r}")
+            bad = [k for k in res if k in ("CPU", "GPU", "memory", "object_store_memory")]
+            if bad:
+                raise ConfigError(f"{p}custom.{role}.{bad[0]}: set CPUs/GPUs with {role}_cpus/{role}_gpus; custom "
+                                  f"holds your own resource names only")
     if isinstance(obj, Config) and obj.generator.backend == "vllm" and obj.resources.generator_gpus <= 0:
         raise ConfigError("resources.generator_gpus: the vllm backend needs a GPU; set it >= 1 (or "
                           "generator.backend=hf)")
