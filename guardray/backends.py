@@ -233,7 +233,8 @@ class HFBackend:
                         "seed": seeds[row], "prompt_truncated": truncated[row], "completion_tokens": len(toks)}
             gens.append(Generation(
                 prompt_id=r.prompt_id,
-                text=self.tokenizer.decode(text_toks, skip_special_tokens=True),
+                text=self.tokenizer.decode(text_toks, skip_special_tokens=True,
+                                           clean_up_tokenization_spaces=False),  # BPE: keep spaces as written
                 prompt_token_ids=tuple(encoded[row]) if p.want_logprobs else (),
                 token_ids=tuple(toks) if p.want_logprobs else (),
                 logprobs=tuple(float(x) for x in lp[row, :len(toks)].tolist()) if lp is not None else (),

@@ -146,7 +146,8 @@ class LocalPPOLearner:
                 n = ids.index(eos) + 1 if eos in ids else len(ids)
                 out[i] = Generation(
                     prompt_id=requests[i].prompt_id,
-                    text=self.tokenizer.decode(ids[:n], skip_special_tokens=True),
+                    text=self.tokenizer.decode(ids[:n], skip_special_tokens=True,
+                                               clean_up_tokenization_spaces=False),
                     prompt_token_ids=tuple(p_ids), token_ids=tuple(ids[:n]),
                     logprobs=tuple(float(v) for v in tok_lp[row, :n].tolist()),
                     finish_reason="stop" if eos in ids[:n] else "length",
