@@ -3,7 +3,7 @@
     make demo                                    # writes the curated synthetic set runs/demo/synth/v0/curated/
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/quality_variants.py --synthetic runs/demo/synth/v0/curated
 
-Trains all-MiniLM-L6-v2 (configs/train.yaml settings, Ray Train, 1 CPU worker) on:
+Trains all-MiniLM-L6-v2 (configs/train.yaml settings, at most --epochs epochs; Ray Train, 1 CPU worker) on:
 
 | label | training data |
 |---|---|
@@ -38,6 +38,7 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", type=int, default=0, help="S2L/random budget (default: half the pool)")
     ap.add_argument("--only", default="", help="comma-separated subset of: seeds,synth,random,s2l")
     ap.add_argument("--no-eval", action="store_true", help="train only; skip benchmarks/quality.py")
+    ap.add_argument("--epochs", type=int, default=3, help="max epochs per variant (early stopping may stop sooner)")
     args = ap.parse_args(argv)
 
     from guardray.core.config import load_config
@@ -62,7 +63,7 @@ def main(argv=None) -> int:
           flush=True)
 
     cfg = load_config(ROOT / "configs" / "train.yaml")
-    t = cfg.trainer
+    t = dataclasses.replace(cfg.trainer, epochs=args.epochs)
     variants = {
         "seeds": ("guardray:minilm-seeds", train_seeds, t),
         "synth": ("guardray:minilm-seeds+synth", pool, t),

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
+import os
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -29,7 +31,7 @@ import numpy as np
 import ray
 
 from guardray.core.adversarial import attack_requests, make_rollouts
-from guardray.core.config import Config, dump_config, load_config
+from guardray.core.config import Config, dump_config, load_config, to_dict
 from guardray.core.records import Example, RewardBatch, Rollout, read_many, write_examples
 from guardray.errors import UsageError
 
@@ -48,10 +50,45 @@ class RunState:
 
     def put(self, step: str, value) -> None:
         self.data["steps"][step] = value
+        self._write()
+
+    def _write(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.data, indent=2, default=str))
         tmp.replace(self.path)
+
+    def check_config(self, cfg: Config) -> list[str]:
+        """Forget the finished steps that the config no longer describes, so a resumed run never mixes settings.
+
+        Two fingerprints: the classifier's (data, synth, generator, curator, trainer, eval, seed: round 0 and
+        everything after it) and the adversarial game's (generator, ppo, attack: rounds 1..N). The synth stage also
+        keeps its own per-stage fingerprints. Returns the forgotten step names (also logged)."""
+        gen = {k: v for k, v in to_dict(cfg.generator).items()
+               if k not in ("replicas", "batch_size", "max_restarts", "max_task_retries")}  # scheduling only
+        fps = {"classifier": _fingerprint(cfg.run.seed, to_dict(cfg.data), to_dict(cfg.synth), gen,
+                                          to_dict(cfg.curator), to_dict(cfg.trainer), to_dict(cfg.eval)),
+               "attack": _fingerprint(gen, to_dict(cfg.ppo), to_dict(cfg.attack))}
+        old = self.data.get("fingerprints", {})
+        steps = self.data["steps"]
+        if old.get("classifier", fps["classifier"]) != fps["classifier"]:
+            drop = [k for k in steps if k != "synth"]
+        elif old.get("attack", fps["attack"]) != fps["attack"]:
+            drop = [k for k in steps if k.startswith("round/") or (k.split("/")[0] in ("train", "eval")
+                                                                   and k.split("/")[-1] != "0")]
+        else:
+            drop = []
+        for k in drop:
+            del steps[k]
+        if drop:
+            log(f"config changed since the last run of {self.path.parent.name}: redoing {', '.join(sorted(drop))}")
+        self.data["fingerprints"] = fps
+        self._write()
+        return drop
+
+
+def _fingerprint(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def log(msg: str) -> None:
@@ -113,6 +150,41 @@ def train(cfg: Config, examples: list[Example], round: int, warm_start: str, sta
                          val_fraction=cfg.data.val_fraction)
     write_examples(examples, Path(cfg.run_dir) / "data" / f"train-round-{round}.parquet")
     info = {"path": r.path, "threshold": r.threshold, "val": r.metrics, "n_train": len(examples)}
+    state.put(f"train/{round}", info)
+    return info
+
+
+def check_capacity(cfg: Config) -> None:
+    """The adversarial actors stay up while the classifier retrains, so both must fit at once; otherwise Ray
+    Train waits for CPUs that never free up. Fail fast on a fixed (local) cluster, warn on a remote one (it may
+    autoscale)."""
+    if not cfg.attack.rounds:
+        return
+    r, g = cfg.resources, cfg.generator
+    total = ray.cluster_resources()
+    for kind, held, train_need in (
+            ("CPU", g.replicas * r.generator_cpus + r.learner_cpus + r.scorer_cpus,
+             cfg.trainer.num_workers * r.trainer_cpus_per_worker),
+            ("GPU", g.replicas * r.generator_gpus + r.learner_gpus + r.scorer_gpus,
+             cfg.trainer.num_workers * (r.trainer_gpus_per_worker or 1.0) if cfg.trainer.use_gpu else 0.0)):
+        have = total.get(kind, 0.0)
+        if held + train_need > have + 1e-9:
+            low = "cpus" if kind == "CPU" else "gpus"
+            msg = (f"resources: during the adversarial rounds the generator replicas, learner and scorer hold "
+                   f"{held:g} {kind}s (generator.replicas x resources.generator_{low} + learner_{low} + "
+                   f"scorer_{low}) and retraining asks for {train_need:g} more (trainer.num_workers x "
+                   f"resources.trainer_{low}_per_worker), but the cluster has {have:g}: lower those, or add {kind}s")
+            if cfg.run.ray_address or os.environ.get("RAY_ADDRESS"):
+                log("WARNING: " + msg + " (continuing: a remote cluster may autoscale)")
+            else:
+                raise UsageError(msg)
+
+
+def keep_classifier(cfg: Config, examples: list[Example], round: int, ckpt: dict, state: RunState) -> dict:
+    """A round without harvested examples: the previous checkpoint is this round's, recorded as a train step is
+    (state and the round's training set on disk), so resume and the report treat it like any round."""
+    write_examples(examples, Path(cfg.run_dir) / "data" / f"train-round-{round}.parquet")
+    info = {**ckpt, "n_train": len(examples), "retrained": False}
     state.put(f"train/{round}", info)
     return info
 
@@ -208,11 +280,17 @@ def run_pipeline(cfg: Config) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, run_dir / "config.yaml")
     state = RunState(run_dir)
-    init_ray(cfg.run.ray_address)
-    seeds = load_seeds(cfg.data.seeds, skip_bad=cfg.data.skip_bad_rows)
-    extra = read_many(cfg.data.extra_train, skip_bad=cfg.data.skip_bad_rows).examples if cfg.data.extra_train else []
     eval_sets = resolve_eval_sets(cfg)
     cfg = cfg.replace(data=dataclasses.replace(cfg.data, eval_sets=tuple(eval_sets)))
+    state.check_config(cfg)
+    if cfg.attack.rounds and cfg.attack.validity == "reference" and not cfg.attack.validity_model:
+        log("attack.validity=reference without attack.validity_model: in round 1 the judge IS the attacked "
+            "classifier, so no attack can succeed; set attack.validity_model to another checkpoint or "
+            "attack.validity=none (meaning is then kept by attack.similarity_tau alone)")
+    init_ray(cfg.run.ray_address)
+    check_capacity(cfg)
+    seeds = load_seeds(cfg.data.seeds, skip_bad=cfg.data.skip_bad_rows)
+    extra = read_many(cfg.data.extra_train, skip_bad=cfg.data.skip_bad_rows).examples if cfg.data.extra_train else []
     attack_pool, eval_pool = split_attack_seeds(seeds, cfg)
     log(f"{len(seeds)} seeds, {len(extra)} extra examples, eval sets: {[Path(p).name for p in eval_sets] or 'none'}")
 
@@ -247,15 +325,20 @@ def run_pipeline(cfg: Config) -> dict:
         harvested = harvest(batches + [fresh], rbs + [before], r, cfg.attack.harvest_max)   # harvest
         curated = curate(cfg, harvested, train_set, r)                                     # curate
         train_set = train_set + curated
-        ckpt = train(cfg, train_set, r, ckpt["path"], state)                              # train (warm start)
-        ray.get([actors.scorer.set_classifier.remote(ckpt["path"]),
-                 actors.scorer.record_successes.remote([e.text for e in curated])])
-        after = ray.get(score(actors.scorer, fresh))
+        if curated:
+            ckpt = train(cfg, train_set, r, ckpt["path"], state)                          # train (warm start)
+            ray.get([actors.scorer.set_classifier.remote(ckpt["path"]),
+                     actors.scorer.record_successes.remote([e.text for e in curated])])
+            after = ray.get(score(actors.scorer, fresh))
+            ev = evaluate(cfg, ckpt["path"], r, eval_sets, state)                          # evaluate
+        else:  # no new example: retraining on unchanged data would only add an epoch; the classifier stays
+            log(f"round {r}: no adversarial example harvested; keeping {ckpt['path']}")
+            ckpt = keep_classifier(cfg, train_set, r, ckpt, state)
+            after, ev = before, rounds[-1]["eval"]
         rec = {"round": r, "asr_before_retrain": asr(before), "asr_after_retrain": asr(after),
                "harvested": len(harvested), "curated": len(curated), "n_train": len(train_set),
-               "ppo": stats, "reward_components": mean_components(rbs), "val": ckpt["val"],
-               "eval": evaluate(cfg, ckpt["path"], r, eval_sets, state),                # evaluate
-               "samples": success_samples(fresh, before)}
+               "retrained": bool(curated), "ppo": stats, "reward_components": mean_components(rbs),
+               "val": ckpt["val"], "eval": ev, "samples": success_samples(fresh, before)}
         save_policy(actors, cfg, r)
         state.put(f"round/{r}", rec)
         rounds.append(rec)

@@ -5,7 +5,7 @@ import os
 
 
 def init_ray(address: str = "", num_cpus: int | None = None) -> None:
-    """Join `address` ("auto" inside `ray job submit`), else start a local Ray without the dashboard.
+    """Join `address` ("auto" inside `ray job submit`), else start a local Ray (dashboard on 127.0.0.1).
 
     Under `ray job submit` RAY_ADDRESS is set, so "" also joins that cluster."""
     import ray
@@ -22,5 +22,7 @@ def init_ray(address: str = "", num_cpus: int | None = None) -> None:
         # local cluster advertises at least 4 logical CPUs even on a 2-core laptop.
         num_cpus = num_cpus or max(4, os.cpu_count() or 1)
         # Ray 2.60 turns on token authentication for a local cluster, so its ports need the session's token
-        ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=env, log_to_driver=True,
-                 configure_logging=False)
+        # The dashboard hosts the State API; without it Ray Train's placement-group cleaner logs a warning every
+        # few seconds for the whole of a training run ("Failed to query Ray Train Controller actor state").
+        ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", runtime_env=env,
+                 log_to_driver=True, configure_logging=False)

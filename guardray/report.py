@@ -30,6 +30,10 @@ def write_pipeline_report(report: dict, run_dir: Path) -> None:
                   f"| {_fmt(r.get('asr_before_retrain'))} | {_fmt(r.get('asr_after_retrain'))} "
                   f"| {_fmt((r.get('val') or {}).get('val_f1'))} |"
                   + "".join(f" {_fmt((ev.get(s) or {}).get('f1'))} |" for s in sets))
+    kept = [str(r["round"]) for r in rounds if r.get("retrained") is False]
+    if kept:
+        md += ["", f"Round(s) {', '.join(kept)} harvested no adversarial example, so the classifier was not "
+               "retrained: its row repeats the previous round's classifier (ASR after = before)."]
     if sets:
         md += ["", "## Evaluation sets (final round, at the calibrated threshold)", "",
                "| set | n | F1 | precision | recall | FPR | AUPRC | recall@1%FPR |", "|---|---:|---:|---:|---:|---:|---:|---:|"]

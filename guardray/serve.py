@@ -18,9 +18,12 @@ Endpoints (OpenAPI schema at /openapi.json):
 Metrics: Ray Serve's own (ray_serve_*: requests, latency, errors, replicas, multiplexed models) and ours
 (guardray_texts, guardray_windows, guardray_batch_texts) on every Ray node's Prometheus metrics port.
 
-A request's path: the auth middleware (bearer token, when the env var named by ServeConfig.api_key_env is set
--> else 401), FastAPI validation (-> 422 with a message naming the field), our limits (max_texts, max_chars ->
-413), the model id (-> 404 if not served). Each text then becomes one item of `@serve.batch`, so texts of
+Two deployments: `GuardrailDeployment`, the light HTTP ingress, and `GuardrailModel`, the model replicas it calls
+through a DeploymentHandle. A request's path: the auth middleware (bearer token, when the env var named by
+ServeConfig.api_key_env is set -> else 401), FastAPI validation (-> 422 with a message naming the field), our limits
+(max_texts, max_chars -> 413), the model id (-> 404 if not served), then `GuardrailModel.score` - re-sent to another
+replica when the one holding it dies (ServeConfig.retries; classification is idempotent), so losing a model replica
+costs latency, not failed requests. In the model replica each text becomes one item of `@serve.batch`, so texts of
 concurrent requests share forward passes. A batch is grouped by model id; each model comes from the Serve
 multiplexing cache (`@serve.multiplexed`, LRU per replica) and `GuardClassifier.score` splits long texts into
 overlapping windows (the max over windows wins, so content at the end of a long prompt is seen) and pads per
@@ -59,6 +62,7 @@ from guardray.core.taxonomy import CATEGORY_CODES, OPENAI_CATEGORIES, openai_sco
 APP_NAME = "guardray"
 DEFAULT_MODEL = "default"  # the id of ServeConfig.model
 MODELS_PER_REPLICA = 8  # multiplexed checkpoints kept loaded per replica (LRU beyond that)
+INGRESS_CPUS = 0.1  # the HTTP ingress only validates and forwards; the model replicas get serve_cpus
 CATEGORY_FLAG = 0.5  # an OpenAI category is true when the text is flagged and its max-pooled score >= this
 OPENAI_MODEL_PREFIXES = ("omni-moderation", "text-moderation")  # OpenAI model names mean our default model
 MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
@@ -282,21 +286,21 @@ def load_classifier(path: str, cfg: ServeConfig, device: str = "cpu"):
 # ---------------------------------------------------------------- the deployment
 # (the helpers it uses are defined above it: Serve pickles the class when the decorator runs)
 
-@serve.deployment(name="GuardrailDeployment")
-@serve.ingress(api)
-class GuardrailDeployment:
-    """One replica: the default checkpoint loaded at start, others loaded on demand (multiplexed).
+@serve.deployment(name="GuardrailModel")
+class GuardrailModel:
+    """A model replica: the default checkpoint loaded at start, others loaded on demand (multiplexed); texts of
+    concurrent calls share forward passes (`@serve.batch`).
 
-    Resources: ray_actor_options from ResourcesConfig (serve_cpus, serve_gpus). Inputs: HTTP requests.
-    Outputs: JSON. Forward passes run one at a time on a private thread (torch threads = ServeConfig.threads,
-    else the replica's CPUs), so the event loop keeps accepting requests while a batch runs."""
+    Resources: ray_actor_options from ResourcesConfig (serve_cpus, serve_gpus). Inputs: `score(texts)` calls from
+    the ingress through a DeploymentHandle (the model id in `multiplexed_model_id`). Outputs: one
+    (unsafe, category scores, threshold) per text, or an error tuple. Forward passes run one at a time on a private
+    thread (torch threads = ServeConfig.threads, else the replica's CPUs), so the replica keeps accepting calls
+    while a batch runs."""
 
-    def __init__(self, settings: dict, paths: dict[str, str], key_sha256: str = ""):
+    def __init__(self, settings: dict, paths: dict[str, str]):
         import torch
         self.cfg = build(ServeConfig, settings, "serve")
         self.paths = dict(paths)
-        env_key = os.environ.get(self.cfg.api_key_env, "") if self.cfg.api_key_env else ""
-        self.key_sha256 = key_sha256 or (hashlib.sha256(env_key.encode()).hexdigest() if env_key else "")
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         threads = self.cfg.threads or torch.get_num_threads()
         self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="guardray-forward",
@@ -307,8 +311,6 @@ class GuardrailDeployment:
         self._score_batch.set_max_batch_size(self.cfg.max_batch_size)
         self._score_batch.set_batch_wait_timeout_s(self.cfg.batch_wait_timeout_s)
         from ray.serve import metrics
-        self.m_texts = metrics.Counter("guardray_texts", description="texts classified",
-                                       tag_keys=("model", "label"))
         self.m_windows = metrics.Counter("guardray_windows", description="model windows (long texts > 1)",
                                          tag_keys=("model",))
         self.m_batch = metrics.Histogram("guardray_batch_texts", description="texts per forward batch",
@@ -328,9 +330,9 @@ class GuardrailDeployment:
                            "model_unavailable", "model") from e
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def _score_batch(self, items: list[tuple[str, str]]) -> list[tuple[float, list[float], float]]:
-        """(model id, text) items from concurrent requests -> (unsafe, category scores, threshold) each, or the
-        ApiError of a model that failed to load."""
+    async def _score_batch(self, items: list[tuple[str, str]]) -> list:
+        """(model id, text) items from concurrent calls -> (unsafe, category scores, threshold) each, or the
+        ("error", status, message, code, param) of a model that failed to load."""
         out: list = [None] * len(items)
         groups: dict[str, list[int]] = {}
         for i, (mid, _) in enumerate(items):
@@ -339,9 +341,9 @@ class GuardrailDeployment:
         for mid, idx in groups.items():
             try:
                 clf = await self.get_model(mid)
-            except ApiError as e:  # only this model's requests fail; the batch's other models still answer
+            except ApiError as e:  # only this model's texts fail; the batch's other models still answer
                 for i in idx:
-                    out[i] = e
+                    out[i] = ("error", e.status, e.message, e.code, e.param)
                 continue
             texts = [items[i][1] for i in idx]
             s = await loop.run_in_executor(self.pool, lambda: clf.score(
@@ -352,11 +354,57 @@ class GuardrailDeployment:
                 out[i] = (float(s.unsafe[j]), s.categories[j].tolist(), clf.threshold)
         return out
 
+    async def score(self, texts: list[str]) -> list:
+        """Score `texts` with the model named by the call's multiplexed model id (default: the default model)."""
+        mid = serve.get_multiplexed_model_id() or DEFAULT_MODEL
+        return await asyncio.gather(*[self._score_batch((mid, t)) for t in texts])
+
+
+# errors that mean "the model replica that had this call is gone" (killed, crashed, draining): the call is
+# idempotent, so the ingress sends it again and the router picks a live replica
+def _replica_lost_errors() -> tuple:
+    import ray.exceptions as rex
+    names = ("ActorDiedError", "ActorUnavailableError", "RayActorError", "ActorUnschedulableError")
+    return tuple(getattr(rex, n) for n in names if hasattr(rex, n))
+
+
+@serve.deployment(name="GuardrailDeployment")
+@serve.ingress(api)
+class GuardrailDeployment:
+    """The HTTP ingress: auth, validation, limits and the model id, then `GuardrailModel.score` through a
+    DeploymentHandle. A call lost with a model replica (killed, crashed) is retried on another one
+    (ServeConfig.retries times, with backoff), so a replica failure costs latency, not errors.
+
+    Resources: a small CPU share (INGRESS_CPUS). Inputs: HTTP requests. Outputs: JSON."""
+
+    def __init__(self, settings: dict, paths: dict[str, str], key_sha256: str, model):
+        self.cfg = build(ServeConfig, settings, "serve")
+        self.paths = dict(paths)
+        env_key = os.environ.get(self.cfg.api_key_env, "") if self.cfg.api_key_env else ""
+        self.key_sha256 = key_sha256 or (hashlib.sha256(env_key.encode()).hexdigest() if env_key else "")
+        self.model = model
+        self.lost = _replica_lost_errors()
+        from ray.serve import metrics
+        self.m_texts = metrics.Counter("guardray_texts", description="texts classified",
+                                       tag_keys=("model", "label"))
+        self.m_retries = metrics.Counter("guardray_retries", description="model calls retried after a lost replica",
+                                         tag_keys=("model",))
+
     async def _run(self, texts: list[str], model_id: str) -> list[tuple[float, list[float], float]]:
-        res = await asyncio.gather(*[self._score_batch((model_id, t)) for t in texts])
+        handle = self.model.options(multiplexed_model_id=model_id)
+        for attempt in range(self.cfg.retries + 1):
+            try:
+                res = await handle.score.remote(texts)
+                break
+            except self.lost as e:
+                if attempt == self.cfg.retries:
+                    raise ApiError(503, f"model {model_id!r}: no replica answered after {attempt + 1} tries "
+                                   f"({type(e).__name__}); retry later", "model_unavailable", "model") from e
+                self.m_retries.inc(1, tags={"model": model_id})
+                await asyncio.sleep(min(2.0, 0.1 * 2 ** attempt))
         for r in res:
-            if isinstance(r, ApiError):
-                raise r
+            if r[0] == "error":
+                raise ApiError(*r[1:])
         for u, _, thr in res:
             self.m_texts.inc(1, tags={"model": model_id, "label": "unsafe" if u >= thr else "safe"})
         return res
@@ -473,17 +521,21 @@ def build_app(args: dict) -> serve.Application:
     paths = model_paths(cfg)
     key = os.environ.get(cfg.api_key_env, "") if cfg.api_key_env else ""
     key_sha = hashlib.sha256(key.encode()).hexdigest() if key else ""
-    opts: dict = {"max_ongoing_requests": cfg.max_ongoing_requests,
-                  "ray_actor_options": {"num_cpus": res.serve_cpus, "num_gpus": res.serve_gpus,
-                                        **({"resources": res.ray_resources("serve")} if res.custom.get("serve")
-                                           else {})}}
+    custom = {"resources": res.ray_resources("serve")} if res.custom.get("serve") else {}
+    model_opts: dict = {"max_ongoing_requests": cfg.max_ongoing_requests,
+                        "ray_actor_options": {"num_cpus": res.serve_cpus, "num_gpus": res.serve_gpus, **custom}}
+    ingress_opts: dict = {"max_ongoing_requests": max(cfg.max_ongoing_requests * 4, 256),
+                          "ray_actor_options": {"num_cpus": INGRESS_CPUS, **custom}}
     if cfg.autoscaling:
-        opts["autoscaling_config"] = {"min_replicas": cfg.min_replicas, "max_replicas": cfg.max_replicas,
-                                      "initial_replicas": max(cfg.min_replicas, 1),
-                                      "target_ongoing_requests": cfg.target_ongoing_requests}
+        auto = {"min_replicas": cfg.min_replicas, "max_replicas": cfg.max_replicas,
+                "initial_replicas": max(cfg.min_replicas, 1), "target_ongoing_requests": cfg.target_ongoing_requests}
+        model_opts["autoscaling_config"] = auto
+        ingress_opts["num_replicas"] = cfg.ingress_replicas
     else:
-        opts["num_replicas"] = cfg.num_replicas
-    return GuardrailDeployment.options(**opts).bind(to_dict(cfg), paths, key_sha)
+        model_opts["num_replicas"] = cfg.num_replicas
+        ingress_opts["num_replicas"] = cfg.ingress_replicas
+    model = GuardrailModel.options(**model_opts).bind(to_dict(cfg), paths)
+    return GuardrailDeployment.options(**ingress_opts).bind(to_dict(cfg), paths, key_sha, model)
 
 
 def run_server(cfg: ServeConfig, blocking: bool = True, *, resources: ResourcesConfig | None = None,

@@ -27,6 +27,7 @@ What it does, in order (`train_classifier`):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import math
@@ -637,6 +638,10 @@ def train_classifier(cfg: TrainerConfig, train: list[Example], out_dir, *, resou
     from guardray.selection import select_training
     if not ray.is_initialized():
         init_ray()
+    # Ray Train runs the loop in a directory of its own, so a relative checkpoint path (runs/x/classifier/round-0)
+    # would not resolve there: make local paths absolute
+    cfg = dataclasses.replace(cfg, **{k: str(Path(v).resolve()) for k in ("model", "warm_start", "s2l_proxy_model")
+                                      if (v := getattr(cfg, k)) and Path(v).exists()})
     train = list(train)
     if val is None:
         train, val = split_validation(train, val_fraction, seed)

@@ -4,10 +4,10 @@
     .venv/bin/python scripts/serve_reliability.py --model runs/default/classifier --checks load,kill
     .venv/bin/python scripts/serve_reliability.py --checks fuzz --fuzz-examples 200
 
-1. load: N requests (default 2000) at concurrency 32 against 2 replicas -> errors (goal 0).
-2. kill: the same load, and one of the two replicas is killed (ray.kill, no restart) after a third of the
-   requests; counts failed requests as sent (goal 0), and after one client retry of a failed request (the
-   classification is idempotent, so a retry is safe). Serve replaces the killed replica.
+1. load: N requests (default 2000) at concurrency 32 against 2 model replicas -> errors (goal 0).
+2. kill: the same load, and one of the two model replicas (GuardrailModel) is killed (ray.kill, no restart) after
+   a third of the requests; counts failed requests as sent (goal 0: the ingress re-sends calls lost with the
+   replica), and after one client retry of a failed request. Serve replaces the killed replica.
 3. fuzz: schemathesis against the app's OpenAPI schema (examples, coverage and fuzzing phases), check
    not_a_server_error -> 0 server errors; then a second run with every check, whose failures are listed
    (schema conformance etc.) without failing the script.
@@ -86,7 +86,7 @@ async def load(url: str, n: int, concurrency: int, retry: bool = False, on_progr
 def replicas() -> list[str]:
     import ray
     return sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-                  if a["namespace"] == "serve" and "GuardrailDeployment" in a["name"]
+                  if a["namespace"] == "serve" and "GuardrailModel" in a["name"]
                   and a["name"].startswith("SERVE_REPLICA"))
 
 

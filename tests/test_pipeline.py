@@ -49,7 +49,11 @@ def test_two_adversarial_rounds_end_to_end(tiny_run):
     assert all(e["round"] == 1 and e["parent_id"] and e["seed_id"] and "@v" in e["generator"] for e in adv)
     # each round's classifier is a loadable checkpoint, evaluated on the configured set
     for r in range(3):
-        assert (run / "classifier" / f"round-{r}" / "guardray.json").exists()
+        # a round that harvested nothing keeps the previous classifier instead of retraining on unchanged data
+        if r == 0 or rounds[r]["retrained"]:
+            assert (run / "classifier" / f"round-{r}" / "guardray.json").exists()
+        else:
+            assert rounds[r]["curated"] == 0 and rounds[r]["asr_after_retrain"] == rounds[r]["asr_before_retrain"]
         assert rounds[r]["eval"]["mini-eval"]["n"] == 4
     for f in ("report.json", "report.md", "asr_by_round.png", "f1_by_round.png"):
         assert (run / f).exists(), f
@@ -65,3 +69,24 @@ def test_resume_skips_finished_steps(tiny_run):
     assert again["final_checkpoint"] == report["final_checkpoint"]
     assert [r.get("asr_before_retrain") for r in again["rounds"]] == \
         [r.get("asr_before_retrain") for r in report["rounds"]]
+
+
+def test_resume_forgets_steps_the_config_no_longer_describes(tmp_path):
+    """state.json remembers which config produced its steps: a changed attack block redoes the rounds only; a
+    changed trainer redoes round 0 and everything after it; an unchanged config keeps everything."""
+    from guardray.core.config import load_config
+    from guardray.pipeline import RunState
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", [f"run.out_dir={tmp_path}"])
+    steps = ["synth", "train/0", "eval/0", "round/1", "train/1", "eval/1", "round/2", "train/2", "eval/2"]
+    st = RunState(tmp_path)
+    for k in steps:
+        st.put(k, {"k": k})
+    assert st.check_config(cfg) == []  # first run with fingerprints: nothing to forget
+    assert RunState(tmp_path).check_config(cfg) == []  # same config: everything resumes
+    attack = load_config(ROOT / "configs" / "tiny.yaml", [f"run.out_dir={tmp_path}", "attack.similarity_tau=0.5"])
+    assert sorted(RunState(tmp_path).check_config(attack)) == sorted(steps[3:])
+    assert list(RunState(tmp_path).data["steps"]) == ["synth", "train/0", "eval/0"]
+    trainer = load_config(ROOT / "configs" / "tiny.yaml", [f"run.out_dir={tmp_path}", "attack.similarity_tau=0.5",
+                                                           "trainer.lr=0.01"])
+    assert RunState(tmp_path).check_config(trainer) == ["train/0", "eval/0"]
+    assert list(RunState(tmp_path).data["steps"]) == ["synth"]

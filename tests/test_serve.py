@@ -208,6 +208,39 @@ def test_metrics_show_batches_merged_across_requests(server, ray_session):
     assert series("ray_guardray_texts_total")
 
 
+def test_a_killed_model_replica_costs_no_failed_request(server, ray_session, ckpts):
+    """A second app with 2 model replicas; one is killed (no restart) while 48 concurrent requests are in flight.
+    The ingress re-sends the calls lost with it to the surviving replica: every request answers 200."""
+    from ray import serve
+    from guardray.serve import build_app
+    serve.run(build_app({"model": ckpts["hi"], "num_replicas": 2, "api_key_env": "", "batch_wait_timeout_s": 0.05}),
+              name="kill", route_prefix="/kill", blocking=False)
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        names = sorted(a["name"] for a in ray_session.util.list_named_actors(all_namespaces=True)
+                       if a["namespace"] == "serve" and "GuardrailModel" in a["name"] and "kill" in a["name"])
+        if len(names) == 2 and httpx.post(server + "/kill/v1/classify", json={"input": "x"},
+                                          timeout=60).status_code == 200:
+            break
+        time.sleep(1)
+    assert len(names) == 2, names
+
+    async def go():
+        async with httpx.AsyncClient(base_url=server + "/kill", timeout=120) as c:
+            reqs = [asyncio.ensure_future(c.post("/v1/classify", json={"input": [f"text {i}"] * 4}))
+                    for i in range(48)]
+            await asyncio.sleep(0.05)  # calls are on both replicas now
+            ray_session.kill(ray_session.get_actor(names[0], namespace="serve"), no_restart=True)
+            return await asyncio.gather(*reqs)
+    try:
+        responses = asyncio.run(go())
+        bad = [(r.status_code, r.text[:200]) for r in responses if r.status_code != 200]
+        assert not bad, bad
+        assert all(r.json()["results"][0]["label"] == "unsafe" for r in responses)
+    finally:
+        serve.delete("kill")
+
+
 def test_long_input_is_windowed_so_the_end_is_seen(client, ckpts):
     """Harmful content after a long benign prefix: one truncated window misses it, the windows catch it."""
     import torch

@@ -191,7 +191,9 @@ class ServeConfig:
     max_batch_size: int = rng(32, 1, 4096)  # @serve.batch
     batch_wait_timeout_s: float = rng(0.005, 0.0, 10.0)
     window_stride: int = rng(64, 1, 32768)  # token overlap between windows of long inputs
-    num_replicas: int = rng(1, 1, 10000)
+    num_replicas: int = rng(1, 1, 10000)  # model replicas (GuardrailModel)
+    ingress_replicas: int = rng(1, 1, 10000)  # HTTP ingress replicas (light: validation, auth, forwarding)
+    retries: int = rng(3, 0, 100)  # the ingress re-sends a call lost with a model replica this many times
     autoscaling: bool = False
     min_replicas: int = rng(1, 0, 10000)
     max_replicas: int = rng(2, 1, 10000)
