@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import os
 import random
@@ -64,11 +63,11 @@ class RunState:
         Two fingerprints: the classifier's (data, synth, generator, curator, trainer, eval, seed: round 0 and
         everything after it) and the adversarial game's (generator, ppo, attack: rounds 1..N). The synth stage also
         keeps its own per-stage fingerprints. Returns the forgotten step names (also logged)."""
-        gen = {k: v for k, v in to_dict(cfg.generator).items()
-               if k not in ("replicas", "batch_size", "max_restarts", "max_task_retries")}  # scheduling only
-        fps = {"classifier": _fingerprint(cfg.run.seed, to_dict(cfg.data), to_dict(cfg.synth), gen,
-                                          to_dict(cfg.curator), to_dict(cfg.trainer), to_dict(cfg.eval)),
-               "attack": _fingerprint(gen, to_dict(cfg.ppo), to_dict(cfg.attack))}
+        from guardray.synth import fingerprint, generation_settings
+        gen = generation_settings(cfg)
+        fps = {"classifier": fingerprint(cfg.run.seed, to_dict(cfg.data), to_dict(cfg.synth), gen,
+                                         to_dict(cfg.curator), to_dict(cfg.trainer), to_dict(cfg.eval)),
+               "attack": fingerprint(gen, to_dict(cfg.ppo), to_dict(cfg.attack))}
         old = self.data.get("fingerprints", {})
         steps = self.data["steps"]
         if old.get("classifier", fps["classifier"]) != fps["classifier"]:
@@ -85,10 +84,6 @@ class RunState:
         self.data["fingerprints"] = fps
         self._write()
         return drop
-
-
-def _fingerprint(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def log(msg: str) -> None:

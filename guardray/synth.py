@@ -46,15 +46,21 @@ class SynthResult:
     path: Path  # runs/NAME/synth/v{round}
 
 
-def _fingerprint(*parts) -> str:
+def fingerprint(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _gen_fingerprint(cfg: Config, strategy: str, seeds: list[Example], round: int) -> str:
+def generation_settings(cfg: Config) -> dict:
+    """The generator fields a request's output depends on (not the scheduling ones): part of every fingerprint
+    that decides whether generated data can be reused (here per synth stage, in the pipeline per run step)."""
     g = to_dict(cfg.generator)
     for k in ("replicas", "batch_size", "max_restarts", "max_task_retries", "gpu_memory_utilization"):
-        g.pop(k, None)  # scheduling only: a request's output does not depend on them
-    return _fingerprint("gen", strategy, round, cfg.run.seed, g, to_dict(cfg.synth),
+        g.pop(k, None)
+    return g
+
+
+def _gen_fingerprint(cfg: Config, strategy: str, seeds: list[Example], round: int) -> str:
+    return fingerprint("gen", strategy, round, cfg.run.seed, generation_settings(cfg), to_dict(cfg.synth),
                         [(s.id, s.text, s.label) for s in seeds])
 
 
@@ -276,7 +282,7 @@ def run_synth(cfg: Config, seeds: list[Example] | None = None, *, round: int = 0
             ray.kill(r, no_restart=True)
 
     folder = out / "curated"
-    cur_fp = _fingerprint("curate", [(s, (stage_stats.get(s) or {}).get("candidates")) for s in cfg.synth.strategies],
+    cur_fp = fingerprint("curate", [(s, (stage_stats.get(s) or {}).get("candidates")) for s in cfg.synth.strategies],
                           [_gen_fingerprint(cfg, s, seeds, round) for s in cfg.synth.strategies],
                           {k: v for k, v in to_dict(cfg.curator).items()
                            if k not in ("workers", "max_restarts", "max_task_retries")},
