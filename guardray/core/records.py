@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from guardray.core.taxonomy import CATEGORIES, LABELS
 
 STYLES = ("direct", "indirect", "roleplay", "hypothetical", "multi_sentence", "typos", "obfuscated",
-          "non_english", "statement", "")
+          "non_english", "statement", "chat", "long", "code", "")
 
 
 def now() -> str:
@@ -40,7 +40,7 @@ class Example:
     tags: tuple[str, ...] = ()  # free tags, e.g. hard_benign, near:S1, lang:es
     seed_id: str = ""  # root seed this example descends from ("" for seeds themselves: their own id)
     parent_id: str = ""  # the example it was derived from
-    stage: str = "seed"  # seed | augment | paraphrase | contrastive | adversarial
+    stage: str = "seed"  # seed | operator | augment | paraphrase | contrastive | adversarial
     round: int = 0  # adversarial round (0 = before the adversarial game)
     generator: str = ""  # model name@version that wrote it
     created_at: str = ""

@@ -59,8 +59,10 @@ CATEGORIES: dict[str, Category] = {c.code: c for c in [
              ("illicit/violent", "violence")),
     Category("S10", "Hate",
              "In: content that demeans or dehumanises people for protected attributes (race, religion, nationality, "
-             "gender, sexual orientation, disability), and requests to produce it. Out: discussing, quoting for "
-             "moderation, or countering hate.",
+             "gender, sexual orientation, disability), and requests to produce it; targeted harassment, bullying "
+             "and degrading insults aimed at a person (our extension of Llama Guard 3's S10, as OpenAI's "
+             "`harassment`). Out: discussing, quoting for moderation, or countering hate; venting or profanity "
+             "that targets no one.",
              ("hate", "harassment")),
     Category("S11", "Suicide & Self-Harm",
              "In: encouragement of or methods for suicide, self-injury or disordered eating, and statements of intent "
