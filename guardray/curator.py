@@ -9,6 +9,13 @@ Rounds (`curator.rounds`, in that order, each optional):
   dedup   exact and near duplicates (MinHash Jaccard, or embedding cosine) within the batch - across all shards,
           first occurrence wins - and against the reference texts (seeds, earlier data) and the decontamination
           texts (evaluation sets): a synthetic text close to an evaluation text is dropped as eval_contamination
+  meaning fidelity: a child's MiniLM cosine to its parent seed must lie in [meaning_min, meaning_max] (off-intent
+          children and near-copies dropped); a child with no parent seed must be close to the seeds of its
+          intended label and category (guardray.core.fidelity)
+  label   fidelity: a k-NN vote over the labelled seeds (its own root seed left out) must not disagree with the
+          child's label by `label_margin`; keep, relabel or drop (`label_policy`); `keep_per_parent` keeps the
+          best-agreeing children of each parent (generate many, keep few). Both fidelity rounds need the
+          labelled seeds (`label_reference`); without them they keep everything and say so
   judge   label verification: a trained guardray classifier (`judge_model`) and/or an LLM answering a SAFE/UNSAFE
           rubric (`judge_llm`); on disagreement keep, relabel or drop (`judge_policy`). With judge=classifier and
           no judge_model the round keeps everything and says so in the report
@@ -30,6 +37,7 @@ import numpy as np
 import ray
 
 from guardray.core import curation as C
+from guardray.core import fidelity as F
 from guardray.core.augment import judge_prompt, parse_judge_verdict
 from guardray.core.config import CuratorConfig, GeneratorConfig, ResourcesConfig
 from guardray.core.records import Example, GenRequest
@@ -51,6 +59,7 @@ class Shard:
     kept: list[Example]
     drops: list[C.Drop] = field(default_factory=list)
     sigs: np.ndarray | None = None  # dedup: MinHash signatures (or embeddings) of `kept`, for the cross-shard pass
+    emb: np.ndarray | None = None  # meaning: sentence embeddings of `kept`, reused by the label round
     relabelled: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -62,6 +71,11 @@ class Reference:
     sigs: np.ndarray  # [n, num_perm] MinHash signatures
     kinds: list[str]  # per signature row: "reference" | "eval"
     texts: list[str]  # for embedding dedup
+    # fidelity rounds: the labelled seeds (empty when the pool got no label_reference)
+    seed_index: dict[str, int] = field(default_factory=dict)  # seed id -> row of seed_emb
+    seed_emb: np.ndarray | None = None  # [n, d] L2-normalised sentence embeddings
+    seed_unsafe: np.ndarray | None = None  # [n] bool
+    seed_key: list[str] = field(default_factory=list)  # category_key per seed (label + primary category)
 
 
 def prepare_reference(reference_texts: list[str], decontam_texts: list[str]) -> Reference:
@@ -77,6 +91,15 @@ def prepare_reference(reference_texts: list[str], decontam_texts: list[str]) -> 
                 kinds.append(kind)
     sigs = np.stack([hasher.signature(t) for t in texts]) if texts else np.zeros((0, C.NUM_PERM), np.uint64)
     return Reference(keys, sigs, kinds, texts)
+
+
+def add_label_reference(ref: Reference, seeds: list[Example], embed_model: str) -> Reference:
+    """The labelled seeds the fidelity rounds judge against, embedded once here (the driver) for every curator."""
+    from guardray.embed import Embedder
+    emb = Embedder(embed_model).encode([e.text for e in seeds])
+    return dataclasses.replace(ref, seed_index={e.id: i for i, e in enumerate(seeds)}, seed_emb=emb,
+                               seed_unsafe=np.array([e.unsafe for e in seeds]),
+                               seed_key=[C.category_key(e).replace("safe:hard_benign", "safe") for e in seeds])
 
 
 @ray.remote
@@ -215,6 +238,80 @@ class Curator:
             out.append(dataclasses.replace(sh, kept=kept, drops=drops, sigs=None))
         return tuple(out) if len(out) > 1 else out[0]
 
+    # ---------------------------------------------------------------- fidelity: meaning, label
+    def _root(self, e: Example) -> int | None:
+        """Row of the child's parent seed (or root seed) in the reference, None if it has none there."""
+        idx = self.ref.seed_index
+        return idx.get(e.parent_id, idx.get(e.seed_id))
+
+    def meaning(self, shard: Shard) -> Shard:
+        """Drop children outside the cosine band to their parent seed (off-intent, near-copy) and parentless
+        children far from the seeds of their intended label and category."""
+        if not shard.kept or self.ref.seed_emb is None:
+            return shard
+        emb = self._embed([e.text for e in shard.kept])
+        kept, rows, drops = [], [], list(shard.drops)
+        keys = np.array(self.ref.seed_key)
+        for i, e in enumerate(shard.kept):
+            # an augment child's parent is only one of the seeds shown as examples: it has no parent meaning
+            j = None if e.stage == "augment" else self._root(e)
+            cos_parent = float(emb[i] @ self.ref.seed_emb[j]) if j is not None else None
+            cos_near = None
+            if j is None:
+                same = np.flatnonzero(keys == C.category_key(e).replace("safe:hard_benign", "safe"))
+                if len(same) == 0:
+                    same = np.flatnonzero(self.ref.seed_unsafe == e.unsafe)
+                cos_near = float(F.nearest_mean(emb[i:i + 1], self.ref.seed_emb[same])[0])
+            why = F.meaning_reason(cos_parent, cos_near, lo=self.cfg.meaning_min, hi=self.cfg.meaning_max,
+                                   contrastive=e.stage == "contrastive", lo_topic=self.cfg.topic_min)
+            if why:
+                drops.append(C.Drop(e.id, C.category_key(e), f"meaning:{why}", e.text))
+            else:
+                kept.append(e)
+                rows.append(i)
+        return dataclasses.replace(shard, kept=kept, drops=drops, emb=emb[rows])
+
+    def label(self, shard: Shard) -> Shard:
+        """k-NN vote over the seeds (root seed excluded) per child; disagreement -> `label_policy`; then the best
+        `keep_per_parent` children of each parent by agreement."""
+        if not shard.kept or self.ref.seed_emb is None:
+            return shard
+        emb = shard.emb if shard.emb is not None and len(shard.emb) == len(shard.kept) else \
+            self._embed([e.text for e in shard.kept])
+        p = F.knn_unsafe_vote(emb, self.ref.seed_emb, self.ref.seed_unsafe, k=self.cfg.label_k,
+                              exclude=[self._root(e) for e in shard.kept])
+        drops, relabelled, notes = list(shard.drops), shard.relabelled, list(shard.notes)
+        cand, agree = [], []
+        n_dis = 0
+        for i, e in enumerate(shard.kept):
+            verdict = F.label_verdict(e.label, float(p[i]), margin=self.cfg.label_margin)
+            if verdict == "disagree":
+                n_dis += 1
+                if self.cfg.label_policy == "drop":
+                    drops.append(C.Drop(e.id, C.category_key(e), "label:disagree", e.text))
+                    continue
+                if self.cfg.label_policy == "relabel":
+                    near = [t.split(":", 1)[1] for t in e.tags if t.startswith("near:")]
+                    new = "safe" if e.unsafe else "unsafe"
+                    e = dataclasses.replace(e, label=new, categories=() if new == "safe" else tuple(near[:1]),
+                                            tags=tuple(t for t in e.tags if t != "hard_benign") + ("relabelled",))
+                    relabelled += 1
+            cand.append(e)
+            agree.append(float(p[i]) if e.unsafe else 1.0 - float(p[i]))
+        if n_dis and self.cfg.label_policy == "keep":
+            notes.append(f"label: k-NN vote disagreed on {n_dis} (kept: label_policy=keep)")
+        groups: dict[str, list[int]] = {}
+        for i, e in enumerate(cand):
+            groups.setdefault(e.parent_id or e.id, []).append(i)
+        keep = F.best_of(groups, np.array(agree), self.cfg.keep_per_parent)
+        kept = []
+        for i, e in enumerate(cand):
+            if i in keep:
+                kept.append(e)
+            else:
+                drops.append(C.Drop(e.id, C.category_key(e), "label:best_of", e.text))
+        return dataclasses.replace(shard, kept=kept, drops=drops, relabelled=relabelled, notes=notes, emb=None)
+
     # ---------------------------------------------------------------- judge
     def _classifier_scores(self, texts: list[str]):
         if self._classifier is None:
@@ -288,11 +385,17 @@ class CuratorPool:
     """`cfg.workers` Curator actors and the controller logic that fans shards out to them round by round."""
 
     def __init__(self, cfg: CuratorConfig, res: ResourcesConfig, *, reference_texts: list[str],
-                 judge_model: str | None, decontam_texts: list[str] = (), progress: bool = True):
+                 judge_model: str | None, decontam_texts: list[str] = (), progress: bool = True,
+                 label_reference: list[Example] = ()):
         self.cfg, self.res = cfg, res
         self.judge_model = judge_model or ""
         self.progress = progress
-        self.ref_ref = ray.put(prepare_reference(list(reference_texts), list(decontam_texts)))  # put once
+        ref = prepare_reference(list(reference_texts), list(decontam_texts))
+        self.n_label_reference = 0
+        if label_reference and {"meaning", "label"} & set(cfg.rounds):
+            ref = add_label_reference(ref, list(label_reference), cfg.embed_model)
+            self.n_label_reference = len(label_reference)
+        self.ref_ref = ray.put(ref)  # put once
         self.n_reference, self.n_decontam = len(reference_texts), len(decontam_texts)
         opts = dict(num_cpus=res.curator_cpus, max_restarts=cfg.max_restarts, max_task_retries=cfg.max_task_retries,
                     resources=res.ray_resources("curator"))
@@ -360,6 +463,17 @@ class CuratorPool:
                 shards = list(merged) if len(shards) > 1 else [merged]
                 note = (f"{self.cfg.dedup_method} against {self.n_reference} reference and {self.n_decontam} "
                         "decontamination texts")
+            elif name in ("meaning", "label"):
+                if not self.n_label_reference:
+                    note = "skipped (no labelled seeds given: label_reference)"
+                else:
+                    shards = [getattr(self.workers[i % W], name).remote(ref) for i, ref in enumerate(shards)]
+                    note = (f"cosine to the parent seed in [{self.cfg.meaning_min}, {self.cfg.meaning_max}]; "
+                            f"no parent: >= {self.cfg.topic_min} to the nearest seeds of its label/category"
+                            if name == "meaning" else
+                            f"{self.cfg.label_k}-NN vote over {self.n_label_reference} seeds, margin "
+                            f"{self.cfg.label_margin}, policy={self.cfg.label_policy}, keep_per_parent="
+                            f"{self.cfg.keep_per_parent or 'all'}")
             elif name == "judge":
                 note = self._skip_note()
                 if not note:

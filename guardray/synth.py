@@ -233,7 +233,9 @@ def run_synth(cfg: Config, seeds: list[Example] | None = None, *, round: int = 0
     from guardray.ray_utils import init_ray
 
     t_start = time.perf_counter()
+    all_seeds = seeds if seeds is not None else None
     seeds = select_seeds(cfg, seeds)
+    all_seeds = all_seeds if all_seeds is not None else seeds  # the fidelity rounds judge against every seed
     out = cfg.run_dir / "synth" / f"v{round}"
     out.mkdir(parents=True, exist_ok=True)
     init_ray(cfg.run.ray_address)
@@ -302,7 +304,7 @@ def run_synth(cfg: Config, seeds: list[Example] | None = None, *, round: int = 0
     decontam = read_texts(list(cfg.data.decontaminate) + list(cfg.data.eval_sets))
     t0 = time.perf_counter()
     with CuratorPool(cfg.curator, cfg.resources, reference_texts=reference, judge_model=cfg.curator.judge_model,
-                     decontam_texts=decontam, progress=progress) as pool:
+                     decontam_texts=decontam, progress=progress, label_reference=all_seeds) as pool:
         res = pool.curate(candidates, stage="synth", round=round)
     cur_s = time.perf_counter() - t0
     report = {

@@ -21,7 +21,7 @@ import numpy as np
 from guardray.core.augment import INSTRUCTION_TEXTS, is_refusal
 from guardray.core.records import Example
 
-ROUNDS = ("rules", "dedup", "judge", "select")
+ROUNDS = ("rules", "dedup", "meaning", "label", "judge", "select")  # = config.CURATION_ROUNDS
 
 
 # ---------------------------------------------------------------- normalisation and rules
