@@ -69,13 +69,16 @@ def _rows(examples: list[Example]) -> list[dict]:
     return [{"text": e.text, "y": targets(e), "cat": bool(e.unsafe and e.categories)} for e in examples]
 
 
-def split_validation(examples: list[Example], fraction: float, seed: int = 0
+def split_validation(examples: list[Example], fraction: float, seed: int = 0, safe_share: float = 0.0
                      ) -> tuple[list[Example], list[Example]]:
     """(train, val) with about `fraction` of the examples in val.
 
     Groups, not examples, are split: examples sharing a root seed (`seed_id or id`) or an identical normalised text
-    stay together, so a paraphrase never validates its own seed. Groups are stratified by whether they hold any
-    unsafe example, so both labels reach the validation split whenever each has two or more groups."""
+    stay together, so a paraphrase or operator child never validates its own seed and no child of a validation
+    seed is trained on. Groups are stratified by whether they hold any unsafe example, so both labels reach the
+    validation split whenever each has two or more groups. `safe_share` > 0 caps the unsafe part so that safe
+    examples are at least that share of the split (the rest stays in training): deployment traffic is mostly
+    benign, and a threshold calibrated on a 65%-unsafe split flags too much of it."""
     import numpy as np
     if fraction <= 0 or len(examples) < 2:
         return list(examples), []
@@ -97,7 +100,8 @@ def split_validation(examples: list[Example], fraction: float, seed: int = 0
         groups.setdefault(find(i), []).append(i)
     rng = np.random.default_rng(seed)
     val_idx: list[int] = []
-    for unsafe in (True, False):
+    n_safe = n_unsafe = 0
+    for unsafe in (False, True):  # safe-only groups first, so the unsafe part can be capped against them
         stratum = [g for g in groups.values() if any(examples[i].unsafe for i in g) == unsafe]
         if len(stratum) < 2:
             continue
@@ -106,8 +110,14 @@ def split_validation(examples: list[Example], fraction: float, seed: int = 0
         for k in rng.permutation(len(stratum)):
             if got >= want:
                 break
-            val_idx += stratum[k]
-            got += len(stratum[k])
+            g = stratum[k]
+            u = sum(examples[i].unsafe for i in g)
+            if unsafe and safe_share > 0 and n_unsafe + u > (n_safe + len(g) - u) * (1 - safe_share) / safe_share:
+                continue  # it would tip the split past the benign share: this group trains
+            val_idx += g
+            got += len(g)
+            n_unsafe += u
+            n_safe += len(g) - u
     vs = set(val_idx)
     return [e for i, e in enumerate(examples) if i not in vs], [examples[i] for i in sorted(vs)]
 
@@ -118,6 +128,17 @@ def pos_weight(train: list[Example], class_weight: str) -> float:
         return 1.0
     n_pos = sum(e.unsafe for e in train)
     return (len(train) - n_pos) / n_pos if n_pos else 1.0
+
+
+def category_pos_weights(train: list[Example], class_weight: str, cap: float = 20.0) -> list[float]:
+    """BCE pos_weight per category output, over the unsafe rows that carry categories: n_without / n_with (capped)
+    when balanced. Each category is 1/15 of those rows, so without it the head learns "no category" everywhere and
+    its micro-F1 at 0.5 stays 0."""
+    rows = [e for e in train if e.unsafe and e.categories]
+    if class_weight != "balanced" or not rows:
+        return [1.0] * len(CATEGORY_CODES)
+    n = Counter(c for e in rows for c in set(e.categories))
+    return [min(cap, (len(rows) - n[c]) / n[c]) if n[c] else 1.0 for c in CATEGORY_CODES]
 
 
 def data_summary(examples: list[Example]) -> dict:
@@ -170,14 +191,18 @@ def build_model(cfg: TrainerConfig, seed: int = 0):
     return model, tok
 
 
-def guard_loss(logits, y, cat_mask, pos_weight: float, category_weight: float, reduction: str = "mean"):
+def guard_loss(logits, y, cat_mask, pos_weight: float, category_weight: float, reduction: str = "mean",
+               cat_pos_weight=None):
     """BCE on output 0 (pos_weight on unsafe) + category_weight * mean BCE over the category outputs of rows in
-    `cat_mask` (unsafe rows with categories). reduction="none" gives the per-example loss (used by S2L)."""
+    `cat_mask` (unsafe rows with categories; `cat_pos_weight` per category). reduction="none" gives the
+    per-example loss (used by S2L)."""
     import torch
     import torch.nn.functional as F
     pw = torch.tensor(pos_weight, dtype=logits.dtype, device=logits.device)
     binary = F.binary_cross_entropy_with_logits(logits[:, 0], y[:, 0], pos_weight=pw, reduction="none")
-    cat = F.binary_cross_entropy_with_logits(logits[:, 1:], y[:, 1:], reduction="none").mean(1)
+    cpw = None if cat_pos_weight is None else torch.as_tensor(cat_pos_weight, dtype=logits.dtype,
+                                                               device=logits.device)
+    cat = F.binary_cross_entropy_with_logits(logits[:, 1:], y[:, 1:], reduction="none", pos_weight=cpw).mean(1)
     m = cat_mask.to(logits.dtype)
     if reduction == "none":
         return binary + category_weight * cat * m
@@ -187,11 +212,21 @@ def guard_loss(logits, y, cat_mask, pos_weight: float, category_weight: float, r
 
 
 def encode(tok, rows: list[dict], max_length: int) -> list[dict]:
+    """Token features per row. A text longer than `max_length` keeps its first quarter and its last three quarters
+    of the budget (head + tail), not just the head: harm at the end of a long benign message must reach training,
+    as the serving path's windows see it."""
     if not rows:
         return []
-    enc = tok([r["text"] for r in rows], truncation=True, max_length=max_length)
+    enc = tok([r["text"] for r in rows], truncation=False, verbose=False)
     keep = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
-    return [{k: enc[k][i] for k in keep} for i in range(len(rows))]
+    head = max_length // 4
+    out = []
+    for i in range(len(rows)):
+        f = {k: enc[k][i] for k in keep}
+        if len(f["input_ids"]) > max_length:
+            f = {k: v[:head] + v[len(v) - (max_length - head):] for k, v in f.items()}
+        out.append(f)
+    return out
 
 
 def collate(tok, feats: list[dict], rows: list[dict], idx) -> dict:
@@ -202,16 +237,28 @@ def collate(tok, feats: list[dict], rows: list[dict], idx) -> dict:
     return batch
 
 
-def epoch_batches(n: int, batch_size: int, epoch: int, seed: int, rank: int = 0, world: int = 1) -> list[list[int]]:
+def epoch_batches(n: int, batch_size: int, epoch: int, seed: int, rank: int = 0, world: int = 1,
+                  lengths: list[int] | None = None, group: int = 50) -> list[list[int]]:
     """This rank's batches for one epoch: a seeded shuffle, padded (by wrapping) so every rank gets the same number
-    of steps, as DDP needs, then strided across ranks like DistributedSampler."""
+    of steps, as DDP needs, then strided across ranks like DistributedSampler. With `lengths`, batches are
+    length-grouped (as transformers' LengthGroupedSampler): each run of `group` batches is sorted by length before
+    it is cut, and the batches are shuffled, so a batch pads to similar lengths and one long text does not make 31
+    short ones pay for its padding."""
     import torch
     g = torch.Generator().manual_seed(seed * 100003 + epoch)
     perm = torch.randperm(n, generator=g).tolist()
     per_rank = math.ceil(n / world)
     perm += perm[: per_rank * world - n]
     mine = perm[rank::world]
-    return [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
+    if lengths is None:
+        return [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
+    mega = batch_size * group
+    out = []
+    for s in range(0, len(mine), mega):
+        chunk = sorted(mine[s:s + mega], key=lambda i: -lengths[i])
+        out += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    order = torch.randperm(len(out), generator=g).tolist()
+    return [out[i] for i in order]
 
 
 def lr_lambda(total_steps: int, warmup_ratio: float):
@@ -246,7 +293,7 @@ def autocast(device):
 
 
 def train_epoch(model, tok, feats, rows, batches, opt, sched, *, pos_weight: float, category_weight: float,
-                device="cpu", max_grad_norm: float = 1.0, progress=None) -> tuple[float, int]:
+                device="cpu", max_grad_norm: float = 1.0, progress=None, cat_pos_weight=None) -> tuple[float, int]:
     """One pass over `batches`; returns (mean loss, examples seen)."""
     import torch
     model.train()
@@ -257,7 +304,7 @@ def train_epoch(model, tok, feats, rows, batches, opt, sched, *, pos_weight: flo
         y, cat = b.pop("y"), b.pop("cat")
         with autocast(device):
             logits = model(**b).logits
-        loss = guard_loss(logits.float(), y, cat, pos_weight, category_weight)
+        loss = guard_loss(logits.float(), y, cat, pos_weight, category_weight, cat_pos_weight=cat_pos_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], max_grad_norm)
@@ -271,7 +318,7 @@ def train_epoch(model, tok, feats, rows, batches, opt, sched, *, pos_weight: flo
 
 
 def predict(model, tok, feats, rows, idx_list: list[int], batch_size: int, *, pos_weight: float,
-            category_weight: float, device="cpu"):
+            category_weight: float, device="cpu", cat_pos_weight=None):
     """(probabilities [n, 16], per-example losses [n]) for the examples `idx_list`, length-bucketed."""
     import numpy as np
     import torch
@@ -286,7 +333,8 @@ def predict(model, tok, feats, rows, idx_list: list[int], batch_size: int, *, po
             with autocast(device):
                 logits = model(**b).logits
             logits = logits.float()
-            per = guard_loss(logits, y, cat, pos_weight, category_weight, reduction="none")
+            per = guard_loss(logits, y, cat, pos_weight, category_weight, reduction="none",
+                             cat_pos_weight=cat_pos_weight)
             for j, i in enumerate(idx):
                 probs[i] = torch.sigmoid(logits[j]).cpu().numpy()
                 losses[i] = float(per[j])
@@ -353,13 +401,14 @@ def train_loop_per_worker(config: dict) -> None:
     seed = config["seed"]
     data = ray.get(config["data"]) if isinstance(config["data"], ray.ObjectRef) else config["data"]
     train_rows, val_rows = data["train"], data["val"]
-    pw, cw = config["pos_weight"], cfg.category_loss_weight
+    pw, cw, cpw = config["pos_weight"], cfg.category_loss_weight, config.get("cat_pos_weight")
     device = ray.train.torch.get_device()
 
     model, tok = build_model(cfg, seed)
     feats = encode(tok, train_rows, cfg.max_length)
     vfeats = encode(tok, val_rows, cfg.max_length)
-    steps_per_epoch = len(epoch_batches(len(train_rows), cfg.batch_size, 0, seed, rank, world))
+    lengths = [len(f["input_ids"]) for f in feats]
+    steps_per_epoch = len(epoch_batches(len(train_rows), cfg.batch_size, 0, seed, rank, world, lengths))
     total_steps = steps_per_epoch * cfg.epochs
 
     start_epoch, history, best = 1, [], {"epoch": 0, "score": -math.inf, "metrics": {}}
@@ -411,9 +460,9 @@ def train_loop_per_worker(config: dict) -> None:
     stop = start_epoch > cfg.epochs and resumed_from > 0 and resumed_from < cfg.epochs
     for epoch in range(start_epoch, cfg.epochs + 1):
         t0 = time.perf_counter()
-        batches = epoch_batches(len(train_rows), cfg.batch_size, epoch, seed, rank, world)
+        batches = epoch_batches(len(train_rows), cfg.batch_size, epoch, seed, rank, world, lengths)
         loss, seen = train_epoch(model, tok, feats, train_rows, batches, opt, sched, pos_weight=pw,
-                                 category_weight=cw, device=device, progress=bar)
+                                 category_weight=cw, device=device, progress=bar, cat_pos_weight=cpw)
         train_s = time.perf_counter() - t0
         losses = gather((loss * seen, seen))
         m = {"epoch": epoch, "train_loss": sum(a for a, _ in losses) / max(1, sum(b for _, b in losses)),
@@ -422,7 +471,7 @@ def train_loop_per_worker(config: dict) -> None:
         if val_rows:  # each rank scores its shard; every rank computes the same metrics from the gathered whole
             mine = list(range(rank, len(val_rows), world))
             p, lo = predict(core, tok, vfeats, val_rows, mine, max(cfg.batch_size, 32), pos_weight=pw,
-                            category_weight=cw, device=device)
+                            category_weight=cw, device=device, cat_pos_weight=cpw)
             parts = gather((mine, p, lo))
             idx = [i for part in parts for i in part[0]]
             probs = np.concatenate([part[1] for part in parts])[np.argsort(idx)]
@@ -511,6 +560,7 @@ class ClassifierTrainer:
             per_worker["GPU"] = res.trainer_gpus_per_worker or 1.0
         loop_config = {
             "trainer": to_dict(cfg), "seed": self.seed, "pos_weight": pos_weight(train, cfg.class_weight),
+            "cat_pos_weight": category_pos_weights(train, cfg.class_weight),
             "data": ray.put({"train": _rows(train), "val": _rows(val)}),
             "threads": max(1, int(res.trainer_cpus_per_worker)), "progress": self.progress, "export": self.export,
             "fail_once_after_epoch": self.fail_once_after_epoch,
@@ -627,8 +677,11 @@ def export_checkpoint(src: str, out_dir: str | Path, meta: dict) -> Path:
 
 def train_classifier(cfg: TrainerConfig, train: list[Example], out_dir, *, resources: ResourcesConfig,
                      seed: int = 0, val_fraction: float = 0.15, val: list[Example] | None = None,
-                     progress: bool = True) -> TrainResult:
+                     progress: bool = True, val_safe_share: float = 0.0, split_seed: int | None = None
+                     ) -> TrainResult:
     """Train on `train` (validation split taken from it unless `val` is given) and write the checkpoint to out_dir.
+    The split is drawn with `split_seed` (default `seed`): keep it fixed across warm-started retrains, or a retrain
+    validates on examples its starting checkpoint was trained on.
 
     Starts from `cfg.warm_start` when set (the adversarial rounds retrain that way). Needs Ray initialised
     (guardray.ray_utils.init_ray). Re-running after a crash with the same config and data resumes the Ray Train run
@@ -644,7 +697,8 @@ def train_classifier(cfg: TrainerConfig, train: list[Example], out_dir, *, resou
                                       if (v := getattr(cfg, k)) and Path(v).exists()})
     train = list(train)
     if val is None:
-        train, val = split_validation(train, val_fraction, seed)
+        train, val = split_validation(train, val_fraction, seed if split_seed is None else split_seed,
+                                      safe_share=val_safe_share)
     _check_data(train)
     pool = len(train)
     train, sel_info = select_training(cfg, train, seed=seed, resources=resources, progress=progress)
@@ -738,7 +792,8 @@ def run_train(cfg: Config, data: list[str] | None = None, out: str | None = None
         shutil.rmtree(out_dir.parent / (out_dir.name + "_ray_train"), ignore_errors=True)
     init_ray(cfg.run.ray_address)
     return train_classifier(cfg.trainer, train, out_dir, resources=cfg.resources, seed=cfg.run.seed,
-                            val_fraction=cfg.data.val_fraction, val=val, progress=progress)
+                            val_fraction=cfg.data.val_fraction, val=val, progress=progress,
+                            val_safe_share=cfg.data.val_safe_share)
 
 
 def cli(argv: list[str]) -> int:

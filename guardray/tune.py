@@ -38,7 +38,8 @@ def search_space(cfg: Config) -> dict:
         if not v:
             from guardray.errors import UsageError
             raise UsageError(f"tune.{k}: empty list of choices; give at least one value")
-    return {k: tune.choice(list(v)) for k, v in space.items()}
+    pick = tune.grid_search if cfg.tune.grid else tune.choice
+    return {k: pick(list(v)) for k, v in space.items()}
 
 
 def _trial(params: dict, *, cfg: Config, train: list[Example], val: list[Example], storage: str) -> None:
@@ -67,7 +68,7 @@ def run_tune(cfg: Config, train: list[Example], out_dir) -> dict:
     t0 = time.perf_counter()
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    train, val = split_validation(list(train), cfg.data.val_fraction, cfg.run.seed)
+    train, val = split_validation(list(train), cfg.data.val_fraction, cfg.run.seed, safe_share=cfg.data.val_safe_share)
     _check_data(train)
     if not val:
         from guardray.errors import UsageError

@@ -87,6 +87,55 @@ def test_split_validation_keeps_seed_families_together_and_stratifies():
     assert split_validation(exs, 0.0) == (exs, [])
 
 
+def test_split_validation_benign_majority_caps_the_unsafe_part():
+    from guardray.trainer import split_validation
+    exs = [_ex(i, "unsafe" if i % 3 else "safe") for i in range(300)]  # two thirds unsafe, as the v1 seeds
+    exs += [_ex(1000 + i, "unsafe", seed_id=f"e{i}") for i in range(1, 300, 3)]  # children stay with their seed
+    exs += [_ex(2000 + i, "unsafe", seed_id=f"e{i}") for i in range(0, 60, 3)]  # a safe seed's jailbreak-framed child
+    _, plain = split_validation(exs, 0.2, seed=0)
+    train, val = split_validation(exs, 0.2, seed=0, safe_share=0.6)
+    assert sum(e.unsafe for e in plain) / len(plain) > 0.5
+    assert sum(not e.unsafe for e in val) / len(val) >= 0.6 - 0.02
+    assert len(train) + len(val) == len(exs) and not {e.id for e in train} & {e.id for e in val}
+    roots = {e.seed_id or e.id for e in val}
+    assert not [e for e in train if (e.seed_id or e.id) in roots]  # no child of a validation seed is trained on
+
+
+def test_length_grouped_batches_cover_every_example_once_and_pad_less():
+    from guardray.trainer import epoch_batches
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 250, size=1000).tolist()
+    plain = epoch_batches(1000, 32, epoch=1, seed=0)
+    grouped = epoch_batches(1000, 32, epoch=1, seed=0, lengths=lengths)
+    assert sorted(i for b in grouped for i in b) == list(range(1000)) and len(grouped) == len(plain)
+    padded = lambda bs: sum(len(b) * max(lengths[i] for i in b) for b in bs)  # noqa: E731
+    assert padded(grouped) < 0.7 * padded(plain)
+    assert grouped != epoch_batches(1000, 32, epoch=2, seed=0, lengths=lengths)  # reshuffled every epoch
+    # DDP: every rank gets the same number of steps
+    assert len({len(epoch_batches(1001, 32, 1, 0, r, 2, lengths + [5])) for r in (0, 1)}) == 1
+
+
+def test_encode_keeps_head_and_tail_of_a_long_text(tiny_encoder):
+    from transformers import AutoTokenizer
+    from guardray.trainer import encode
+    tok = AutoTokenizer.from_pretrained(tiny_encoder)
+    text = "hello there. " * 200 + "now the harmful ask at the very end"
+    (f,) = encode(tok, [{"text": text}], max_length=64)
+    assert len(f["input_ids"]) == 64 and len(f["attention_mask"]) == 64
+    assert "very end" in tok.decode(f["input_ids"][-20:])
+    assert f["input_ids"][0] == tok(text)["input_ids"][0]  # the head (and its [CLS]-like start) is kept
+
+
+def test_category_weights_make_rare_categories_count():
+    from guardray.trainer import category_pos_weights
+    exs = [_ex(i, "unsafe") for i in range(10)] + [Example(id="j", text="t", label="unsafe",
+                                                            categories=("jailbreak",))]
+    w = category_pos_weights(exs, "balanced")
+    assert len(w) == 15 and w[0] == pytest.approx(1 / 10) and w[-1] == pytest.approx(10.0)
+    assert w[1] == 1.0  # a category with no example keeps weight 1
+    assert category_pos_weights(exs, "none") == [1.0] * 15
+
+
 def test_pos_weight_and_targets():
     from guardray.trainer import pos_weight, targets
     exs = [_ex(i, "unsafe" if i < 2 else "safe") for i in range(8)]
