@@ -9,6 +9,14 @@ def _fmt(x, nd=3):
     return "-" if x is None else (f"{x:.{nd}f}" if isinstance(x, float) else str(x))
 
 
+def _asr(d: dict | None, fallback=None) -> str:
+    """"0.094 [0.06, 0.14] n=160" from an asr_detail dict (the rate alone for older reports)."""
+    if not d:
+        return _fmt(fallback)
+    ci = d.get("ci95")
+    return _fmt(d.get("asr")) + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "") + f" n={d.get('n')}"
+
+
 def write_pipeline_report(report: dict, run_dir: Path) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
@@ -18,8 +26,10 @@ def write_pipeline_report(report: dict, run_dir: Path) -> None:
           f"Final checkpoint: `{report['final_checkpoint']}` (threshold {_fmt(report['threshold'])}); "
           f"{report['seconds'] / 60:.1f} min.", "",
           "ASR = share of fresh attacks on held-out seeds that fool the classifier while keeping the seed's "
-          "meaning and label (our definition; see guardray/pipeline.py). *Before* = against the classifier the "
-          "round attacked; *after* = against the classifier retrained on the round's harvest.", "",
+          "meaning and label, counted only where the classifier got the seed itself right (our definition; see "
+          "guardray/core/adversarial.py), with its 95% Wilson interval. *Before* = against the classifier the "
+          "round attacked; *after* = against the classifier retrained on the round's harvest (these attacks are "
+          "never harvested).", "",
           "## By round", "",
           "| round | train examples | harvested | curated | ASR before | ASR after | val F1 |"
           + "".join(f" F1 {s} |" for s in sets),
@@ -27,7 +37,8 @@ def write_pipeline_report(report: dict, run_dir: Path) -> None:
     for r in rounds:
         ev = r.get("eval") or {}
         md.append(f"| {r['round']} | {r.get('n_train', '-')} | {r.get('harvested', '-')} | {r.get('curated', '-')} "
-                  f"| {_fmt(r.get('asr_before_retrain'))} | {_fmt(r.get('asr_after_retrain'))} "
+                  f"| {_asr(r.get('asr_before'), r.get('asr_before_retrain'))} "
+                  f"| {_asr(r.get('asr_after'), r.get('asr_after_retrain'))} "
                   f"| {_fmt((r.get('val') or {}).get('val_f1'))} |"
                   + "".join(f" {_fmt((ev.get(s) or {}).get('f1'))} |" for s in sets))
     kept = [str(r["round"]) for r in rounds if r.get("retrained") is False]
@@ -42,7 +53,39 @@ def write_pipeline_report(report: dict, run_dir: Path) -> None:
             d = last.get(s) or {}
             md.append(f"| {s} | {d.get('n', '-')} | " + " | ".join(_fmt(d.get(k)) for k in
                       ("f1", "precision", "recall", "fpr", "auprc", "recall_at_1pct_fpr")) + " |")
+    ctl = [r for r in rounds if r.get("control")]
+    if ctl:
+        md += ["", "## Treatment vs no-attack control (same warm starts and epochs; the control never sees a "
+               "harvested example)", "", "| round | ASR after: treatment | ASR after: control | val F1 treatment / "
+               "control |" + "".join(f" F1 {s} treatment / control |" for s in sets),
+               "|---:|---|---|---|" + "---|" * len(sets)]
+        for r in ctl:
+            c, ev, cev = r["control"], r.get("eval") or {}, r["control"].get("eval") or {}
+            md.append(f"| {r['round']} | {_asr(r.get('asr_after'), r.get('asr_after_retrain'))} | "
+                      f"{_asr(c.get('asr_after'))} | {_fmt((r.get('val') or {}).get('val_f1'))} / "
+                      f"{_fmt((c.get('val') or {}).get('val_f1'))} |"
+                      + "".join(f" {_fmt((ev.get(s) or {}).get('f1'))} / {_fmt((cev.get(s) or {}).get('f1'))} |"
+                                for s in sets))
     comp_rounds = [r for r in rounds if r.get("reward_components")]
+    detail = [r for r in comp_rounds if r.get("asr_before")]
+    if detail:
+        md += ["", "## ASR by seed label and category (before retraining; seed_correct = share of seeds the "
+               "classifier got right)", "", "| round | group | n | ASR [95% CI] | seed_correct |",
+               "|---:|---|---:|---|---:|"]
+        for r in detail:
+            d = r["asr_before"]
+            for grp, cell in [*d["by_label"].items(), *d["by_category"].items()]:
+                md.append(f"| {r['round']} | {grp} | {cell['n']} | {_asr(cell)} | {_fmt(cell['seed_correct'])} |")
+    styled = [r for r in comp_rounds if r.get("by_style")]
+    if styled:
+        md += ["", "## Attack styles (fresh attacks, before retraining): success and diversity", "",
+               "| round | style | n | ASR | distinct bigrams | embedding spread |", "|---:|---|---:|---:|---:|---:|"]
+        for r in styled:
+            for st, d in r["by_style"].items():
+                md.append(f"| {r['round']} | {st} | {d['n']} | {_fmt(d['asr'])} | {_fmt(d['distinct_2'])} | "
+                          f"{_fmt(d['spread'])} |")
+        md += ["", "`diversity_by_update.png`: distinct bigrams and mean novelty of each PPO batch; a policy "
+               "collapsing onto one trick shows as both falling."]
     if comp_rounds:
         keys = list(comp_rounds[0]["reward_components"])
         md += ["", "## Reward components (mean over the round's rollouts)", "",
@@ -77,13 +120,34 @@ def _plots(rounds: list[dict], sets: list[str], run_dir: Path) -> None:
     fig, ax = plt.subplots(figsize=(5, 3.5))
     if adv:
         xs = [r["round"] for r in adv]
-        ax.plot(xs, [r["asr_before_retrain"] for r in adv], "o-", label="before retraining")
-        ax.plot(xs, [r["asr_after_retrain"] for r in adv], "s--", label="after retraining")
+        for key, fallback, fmt, lab in (("asr_before", "asr_before_retrain", "o-", "before retraining"),
+                                        ("asr_after", "asr_after_retrain", "s--", "after retraining")):
+            ys = [r[fallback] for r in adv]
+            cis = [(r.get(key) or {}).get("ci95") for r in adv]
+            err = None
+            if all(cis):  # 95% Wilson intervals as error bars
+                err = [[y - c[0] for y, c in zip(ys, cis)], [c[1] - y for y, c in zip(ys, cis)]]
+            ax.errorbar(xs, ys, yerr=err, fmt=fmt, capsize=3, label=lab)
+        ctl = [(r["round"], r["control"]["asr_after"]) for r in adv if (r.get("control") or {}).get("asr_after")]
+        if ctl:
+            ax.plot([x for x, _ in ctl], [d["asr"] for _, d in ctl], "x:", color="grey", label="control (no attacks)")
         ax.legend()
     ax.set(xlabel="adversarial round", ylabel="attack success rate", title="ASR by round", ylim=(0, 1))
     fig.tight_layout()
     fig.savefig(run_dir / "asr_by_round.png", dpi=110)
     plt.close(fig)
+    ups = [(r["round"], u) for r in rounds for u in r.get("ppo") or [] if u.get("distinct_2") is not None]
+    if ups:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        xs = list(range(1, len(ups) + 1))
+        ax.plot(xs, [u["distinct_2"] for _, u in ups], "o-", label="distinct bigrams")
+        ax.plot(xs, [u.get("novelty") for _, u in ups], "s--", label="mean novelty")
+        ax.plot(xs, [u.get("success") for _, u in ups], "x:", label="success rate")
+        ax.set(xlabel="PPO update (all rounds)", ylim=(0, 1), title="Attack diversity by update")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(run_dir / "diversity_by_update.png", dpi=110)
+        plt.close(fig)
     fig, ax = plt.subplots(figsize=(5, 3.5))
     xs = [r["round"] for r in rounds]
     ax.plot(xs, [(r.get("val") or {}).get("val_f1") for r in rounds], "k:o", label="validation (seeds)")

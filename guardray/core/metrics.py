@@ -172,3 +172,16 @@ def per_category_recall(labels, categories, flagged) -> dict[str, dict]:
         if ns:
             out[c].update(n_safe=ns, fpr=_ratio(hs, ns))
     return out
+
+
+def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float] | None:
+    """95% Wilson score interval of a rate (attack success rate); None for n = 0. Unlike the normal
+    approximation it stays inside [0, 1] and is honest for rates near 0 with a few hundred trials."""
+    if n <= 0:
+        return None
+    p = successes / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return float(max(0.0, mid - half)), float(min(1.0, mid + half))
+
