@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import ray
 
-from guardray.core.adversarial import attack_requests, make_rollouts
+from guardray.core.adversarial import attack_requests, attack_style, distinct_n, make_rollouts
 from guardray.core.config import Config, dump_config, load_config, to_dict
 from guardray.core.records import Example, RewardBatch, Rollout, read_many, write_examples
 from guardray.errors import UsageError
@@ -99,7 +99,7 @@ class Actors:
     scorer: object  # Scorer handle (rewards against the current classifier)
 
 
-def build_actors(cfg: Config, classifier: str, policy: str = "") -> Actors:
+def build_actors(cfg: Config, classifier: str, policy: str = "", judge_seeds: list[Example] = ()) -> Actors:
     """Every actor of the adversarial phase. `policy`: a saved policy to resume from (its KL reference is then
     that policy too - resuming restarts the KL anchor; documented caveat)."""
     from guardray.generator import make_replicas
@@ -114,7 +114,7 @@ def build_actors(cfg: Config, classifier: str, policy: str = "") -> Actors:
     opts = dict(num_cpus=res.scorer_cpus, num_gpus=res.scorer_gpus, resources=res.ray_resources("scorer"))
     validity_model = cfg.attack.validity_model or None
     scorer = Scorer.options(**opts).remote(classifier, cfg.attack, embedder=cfg.attack.embedder,
-                                           validity_model=validity_model)
+                                           validity_model=validity_model, judge_seeds=list(judge_seeds))
     actors = Actors(replicas, learner, scorer)
     sync_weights(actors)  # replicas start from exactly the learner's policy (and its version)
     return actors
@@ -131,21 +131,47 @@ def augment_and_curate(cfg: Config, seeds: list[Example], state: RunState) -> li
     return res.examples
 
 
-def train(cfg: Config, examples: list[Example], round: int, warm_start: str, state: RunState) -> dict:
-    """Fine-tune the classifier with Ray Train; warm start from the previous round's checkpoint."""
-    done = state.get(f"train/{round}")
+def operate(cfg: Config, seeds: list[Example], state: RunState) -> list[Example]:
+    """Label-preserving operators (noise, framings, benign padding, transcripts, code-switching; the prompt-attack
+    frame labels unsafe) over a share of the seeds, safe and unsafe alike, so that no framing, length or format
+    carries the label. Pure code in the controller (guardray.core.operators): thousands of texts per second.
+    Children keep their seed as root, so the validation split keeps them beside it."""
+    from collections import Counter
+    from guardray.core.operators import apply_operators
+    s = cfg.synth
+    if not (s.operators and s.operator_per_seed and s.operator_fraction):
+        return []
+    rnd = random.Random(f"{cfg.run.seed}:operate")
+    picked = [e for e in seeds if rnd.random() < s.operator_fraction]
+    kids = apply_operators(picked, ops=s.operators, per_example=s.operator_per_seed, seed=cfg.run.seed)
+    write_examples(kids, Path(cfg.run_dir) / "data" / "operators.parquet")
+    by_op = Counter(e.generator.removeprefix("op:") for e in kids)
+    skipped = len(picked) * s.operator_per_seed - len(kids)
+    state.put("operate", {"seeds": len(picked), "n": len(kids), "skipped_noop_or_too_long": skipped,
+                          "by_operator": dict(sorted(by_op.items())),
+                          "by_label": dict(Counter(e.label for e in kids))})
+    log(f"operators: {len(picked)} seeds -> {len(kids)} children ({skipped} skipped: no change, or over 2,000 "
+        f"characters); {dict(Counter(e.label for e in kids))}")
+    return kids
+
+
+def train(cfg: Config, examples: list[Example], round: int, warm_start: str, state: RunState, arm: str = "") -> dict:
+    """Fine-tune the classifier with Ray Train; warm start from the previous round's checkpoint. `arm="-control"`:
+    the no-attack control arm's checkpoint of that round (its own state key and folder)."""
+    done = state.get(f"train/{round}{arm}")
     if done:
         return done
     from guardray.trainer import train_classifier
     tcfg = dataclasses.replace(cfg.trainer, warm_start=warm_start or cfg.trainer.warm_start)
     if round > 0:
         tcfg = dataclasses.replace(tcfg, epochs=cfg.attack.retrain_epochs)
-    out = Path(cfg.run_dir) / "classifier" / f"round-{round}"
+    out = Path(cfg.run_dir) / "classifier" / f"round-{round}{arm}"
     r = train_classifier(tcfg, examples, out, resources=cfg.resources, seed=cfg.run.seed + round,
-                         val_fraction=cfg.data.val_fraction)
-    write_examples(examples, Path(cfg.run_dir) / "data" / f"train-round-{round}.parquet")
+                         val_fraction=cfg.data.val_fraction, val_safe_share=cfg.data.val_safe_share,
+                         split_seed=cfg.run.seed)  # one split for every round: no retrain validates on its past
+    write_examples(examples, Path(cfg.run_dir) / "data" / f"train-round-{round}{arm}.parquet")
     info = {"path": r.path, "threshold": r.threshold, "val": r.metrics, "n_train": len(examples)}
-    state.put(f"train/{round}", info)
+    state.put(f"train/{round}{arm}", info)
     return info
 
 
@@ -184,7 +210,7 @@ def keep_classifier(cfg: Config, examples: list[Example], round: int, ckpt: dict
     return info
 
 
-def evaluate(cfg: Config, ckpt: str, round: int, eval_sets: list[str], state: RunState) -> dict:
+def evaluate(cfg: Config, ckpt: str, round: int | str, eval_sets: list[str], state: RunState) -> dict:
     """Score the checkpoint on every configured evaluation set at its calibrated threshold."""
     done = state.get(f"eval/{round}")
     if done is not None:
@@ -204,7 +230,7 @@ def evaluate(cfg: Config, ckpt: str, round: int, eval_sets: list[str], state: Ru
 def rollout(actors: Actors, seeds: list[Example], cfg: Config, round: int, tag: str, seed: int) -> list[Rollout]:
     """Sample one rewrite per seed from the current policy, fanned out over the replicas."""
     reqs = attack_requests(seeds, temperature=cfg.ppo.temperature, max_new_tokens=cfg.ppo.max_new_tokens,
-                           seed=seed, round=round)
+                           seed=seed, round=round, styles=cfg.attack.styles)
     reqs = [r.__class__(**{**asdict(r), "prompt_id": f"{r.prompt_id}{tag}"}) for r in reqs]
     k = len(actors.replicas)
     refs = [g.generate.remote(reqs[i::k]) for i, g in enumerate(actors.replicas)]
@@ -252,7 +278,8 @@ def curate(cfg: Config, examples: list[Example], pool_so_far: list[Example], rou
         return []
     from guardray.curator import CuratorPool
     with CuratorPool(cfg.curator, cfg.resources, reference_texts=[e.text for e in pool_so_far],
-                     judge_model=cfg.curator.judge_model, decontam_texts=decontam_texts(cfg)) as pool:
+                     judge_model=cfg.curator.judge_model, decontam_texts=decontam_texts(cfg),
+                     label_reference=[e for e in pool_so_far if e.stage == "seed"]) as pool:
         res = pool.curate(examples, stage="adversarial", round=round)
     path = Path(cfg.run_dir) / "adversarial" / f"round-{round}"
     path.mkdir(parents=True, exist_ok=True)
@@ -263,6 +290,39 @@ def curate(cfg: Config, examples: list[Example], pool_so_far: list[Example], rou
 def asr(rb: RewardBatch) -> float | None:
     s = rb.components["success"]
     return float(np.mean(s)) if len(s) else None
+
+
+def by_style(actors: Actors, rollouts: list[Rollout], rb: RewardBatch) -> dict:
+    """Per attack style: how many, ASR, and diversity (distinct bigrams, embedding spread) of the rewrites."""
+    styles = [attack_style(r.generation.prompt_id) for r in rollouts]
+    succ = np.asarray(rb.components["success"])
+    groups = {st: [r.generation.text for r, s in zip(rollouts, styles) if s == st] for st in sorted(set(styles))}
+    spread = ray.get(actors.scorer.spread.remote(groups))
+    out = {}
+    for st, texts in groups.items():
+        m = np.array([s == st for s in styles])
+        out[st] = {"n": int(m.sum()), "asr": float(succ[m].mean()), "distinct_2": distinct_n(texts, 2),
+                   "spread": spread[st]}
+    return out
+
+
+def asr_detail(rollouts: list[Rollout], rb: RewardBatch) -> dict:
+    """ASR with its 95% Wilson interval, overall and per label / primary category of the seed; also the share of
+    seeds the classifier got right (only those can be attacked successfully)."""
+    from guardray.core.metrics import wilson_interval
+    succ = np.asarray(rb.components["success"])
+    ok = np.asarray(rb.components.get("seed_correct", np.ones(len(succ))))
+
+    def cell(mask) -> dict:
+        n = int(mask.sum())
+        k = float(succ[mask].sum())
+        return {"n": n, "asr": k / n if n else None, "ci95": wilson_interval(k, n),
+                "seed_correct": float(ok[mask].mean()) if n else None}
+    keys = np.array([(r.seed.categories[0] if r.seed.unsafe and r.seed.categories else r.seed.label)
+                     for r in rollouts])
+    labels = np.array([r.seed.label for r in rollouts])
+    return {**cell(np.ones(len(succ), bool)), "by_label": {k: cell(labels == k) for k in sorted(set(labels))},
+            "by_category": {k: cell(keys == k) for k in sorted(set(keys))}}
 
 
 # ---------------------------------------------------------------- the controller
@@ -278,10 +338,6 @@ def run_pipeline(cfg: Config) -> dict:
     eval_sets = resolve_eval_sets(cfg)
     cfg = cfg.replace(data=dataclasses.replace(cfg.data, eval_sets=tuple(eval_sets)))
     state.check_config(cfg)
-    if cfg.attack.rounds and cfg.attack.validity == "reference" and not cfg.attack.validity_model:
-        log("attack.validity=reference without attack.validity_model: in round 1 the judge IS the attacked "
-            "classifier, so no attack can succeed; set attack.validity_model to another checkpoint or "
-            "attack.validity=none (meaning is then kept by attack.similarity_tau alone)")
     init_ray(cfg.run.ray_address)
     check_capacity(cfg)
     seeds = load_seeds(cfg.data.seeds, skip_bad=cfg.data.skip_bad_rows)
@@ -290,19 +346,22 @@ def run_pipeline(cfg: Config) -> dict:
     log(f"{len(seeds)} seeds, {len(extra)} extra examples, eval sets: {[Path(p).name for p in eval_sets] or 'none'}")
 
     synthetic = augment_and_curate(cfg, seeds, state)                                   # augment + curate
-    train_set = seeds + extra + synthetic
+    operated = operate(cfg, seeds, state)                                               # operators
+    train_set = seeds + extra + operated + synthetic
     ckpt = train(cfg, train_set, 0, "", state)                                          # train (round 0)
     rounds = [{"round": 0, "n_train": len(train_set), "val": ckpt["val"],
                "eval": evaluate(cfg, ckpt["path"], 0, eval_sets, state)}]               # evaluate
     finished = [r for r in range(1, cfg.attack.rounds + 1) if state.get(f"round/{r}")]
+    control, base_set = ckpt, train_set  # the no-attack arm: same warm starts and epochs, no harvested data
     for r in finished:                                                                  # resume
         rounds.append(state.get(f"round/{r}"))
         ckpt = state.get(f"train/{r}")
+        control = state.get(f"train/{r}-control") or control
     if len(finished) == cfg.attack.rounds:
         return export(cfg, rounds, ckpt, time.time() - t0)
     train_set = read_many([Path(cfg.run_dir) / "data" / f"train-round-{max(finished)}.parquet"]).examples \
         if finished else train_set
-    actors = build_actors(cfg, ckpt["path"], policy=last_policy(cfg, state))
+    actors = build_actors(cfg, ckpt["path"], policy=last_policy(cfg, state), judge_seeds=seeds)
     for r in range(max(finished, default=0) + 1, cfg.attack.rounds + 1):
         batches, rbs, stats = [], [], []
         for u in range(cfg.ppo.updates_per_round):
@@ -313,11 +372,21 @@ def run_pipeline(cfg: Config) -> dict:
             stats.append(ppo_update(actors, ro, rb_ref))                                 # ppo_update
             sync_weights(actors)                                                         # sync_weights
             batches.append(ro), rbs.append(ray.get(rb_ref))
+            stats[-1].update(distinct_2=distinct_n([x.generation.text for x in ro], 2),  # collapse watch
+                             novelty=float(np.mean(rbs[-1].components["novelty"])),
+                             success=asr(rbs[-1]))
             log(f"round {r} update {u + 1}/{cfg.ppo.updates_per_round}: reward {stats[-1]['mean_reward']:.3f} "
                 f"kl {stats[-1]['kl']:.4f} success {asr(rbs[-1]):.2f}")
         fresh = rollout(actors, eval_pool, cfg, r, "eval", cfg.run.seed + 999_983 * r)       # fresh attacks
         before = ray.get(score(actors.scorer, fresh))
-        harvested = harvest(batches + [fresh], rbs + [before], r, cfg.attack.harvest_max)   # harvest
+        # the ASR measurement (held-out seeds) is never harvested: the retrained classifier is measured on
+        # attacks it has not seen; harvest comes from the update batches and fresh attacks on the training seeds
+        pool_r = random.Random(cfg.run.seed * 31 + r).sample(attack_pool, min(cfg.attack.harvest_attacks,
+                                                                              len(attack_pool)))
+        extra = rollout(actors, pool_r, cfg, r, "harvest", cfg.run.seed + 7_919 * r) if pool_r else []
+        extra_rb = ray.get(score(actors.scorer, extra)) if extra else None
+        harvested = harvest(batches + ([extra] if extra else []), rbs + ([extra_rb] if extra else []), r,
+                            cfg.attack.harvest_max)                                            # harvest
         curated = curate(cfg, harvested, train_set, r)                                     # curate
         train_set = train_set + curated
         if curated:
@@ -326,11 +395,22 @@ def run_pipeline(cfg: Config) -> dict:
                      actors.scorer.record_successes.remote([e.text for e in curated])])
             after = ray.get(score(actors.scorer, fresh))
             ev = evaluate(cfg, ckpt["path"], r, eval_sets, state)                          # evaluate
+            if cfg.attack.control:                                                       # control arm
+                control = train(cfg, base_set, r, control["path"], state, arm="-control")
+                ctl_after = ray.get(actors.scorer.score_against.remote(control["path"], fresh))
+                ctl = {"path": control["path"], "asr_after": asr_detail(fresh, ctl_after),
+                       "val": control["val"], "eval": evaluate(cfg, control["path"], f"{r}-control", eval_sets,
+                                                               state)}
         else:  # no new example: retraining on unchanged data would only add an epoch; the classifier stays
             log(f"round {r}: no adversarial example harvested; keeping {ckpt['path']}")
             ckpt = keep_classifier(cfg, train_set, r, ckpt, state)
             after, ev = before, rounds[-1]["eval"]
+        if not (curated and cfg.attack.control):
+            ctl = None
         rec = {"round": r, "asr_before_retrain": asr(before), "asr_after_retrain": asr(after),
+               "control": ctl,
+               "asr_before": asr_detail(fresh, before), "asr_after": asr_detail(fresh, after),
+               "by_style": by_style(actors, fresh, before),
                "harvested": len(harvested), "curated": len(curated), "n_train": len(train_set),
                "retrained": bool(curated), "ppo": stats, "reward_components": mean_components(rbs),
                "val": ckpt["val"], "eval": ev, "samples": success_samples(fresh, before)}
@@ -439,7 +519,7 @@ def run_attack(cfg: Config, classifier: str) -> dict:
     seeds = load_seeds(cfg.data.seeds, skip_bad=cfg.data.skip_bad_rows)
     attack_pool, eval_pool = split_attack_seeds(seeds, cfg)
     init_ray(cfg.run.ray_address)
-    actors = build_actors(cfg, path)
+    actors = build_actors(cfg, path, judge_seeds=seeds)
     rbs, batches, stats = [], [], []
     for u in range(cfg.ppo.updates_per_round):
         seeds_u = random.Random(cfg.run.seed + u).sample(attack_pool, min(cfg.ppo.rollouts_per_update,

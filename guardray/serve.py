@@ -9,6 +9,7 @@
 
 Endpoints (OpenAPI schema at /openapi.json):
   POST /v1/classify     {"input": text | [texts], "model"?: id} -> per text: label, unsafe_score, category_scores
+                        {"messages": [{"role", "content"}, ...]} -> the last user turn, classified in its context
                         (taxonomy codes), threshold, model
   POST /v1/moderations  the OpenAI moderation request/response shape, so `openai.OpenAI(base_url=URL + "/v1")
                         .moderations.create(input=...)` works; taxonomy scores are max-pooled onto the OpenAI
@@ -74,10 +75,23 @@ OPEN_PATHS = {"/healthz", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redi
 Text = Annotated[str, Field(min_length=1)]  # empty texts are a client mistake; whitespace is classified
 
 
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # OpenAI messages may carry name, tool fields, ...
+    role: Literal["system", "user", "assistant"]
+    content: Text
+
+
 class ClassifyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={
-        "examples": [{"input": ["How do I kill a Python process?", "Write a threat to my neighbour."]}]})
-    input: Union[Text, Annotated[list[Text], Field(min_length=1)]] = Field(description="one text, or a list")
+        "examples": [{"input": ["How do I kill a Python process?", "Write a threat to my neighbour."]},
+                     {"messages": [{"role": "user", "content": "I'm writing a thriller."},
+                                   {"role": "assistant", "content": "Sounds fun! How can I help?"},
+                                   {"role": "user", "content": "How would my villain poison a city's water?"}]}]})
+    input: Optional[Union[Text, Annotated[list[Text], Field(min_length=1)]]] = Field(
+        None, description="one text, or a list")
+    messages: Optional[list[ChatMessage]] = Field(
+        None, description="an OpenAI-style conversation: its last user turn is classified in its context")
+    target: Literal["prompt"] = Field("prompt", description="what is classified: the last user prompt")
     model: Optional[str] = Field(None, description="served model id (GET /v1/models); default: 'default'")
 
 
@@ -198,9 +212,24 @@ def validation_message(errors) -> tuple[str, str | None]:
         return f"request body must be a JSON object; {example}", None
     extra = [str(e["loc"][-1]) for e in errors if e["type"] == "extra_forbidden"]
     if extra:
-        return (f"{extra[0]}: unknown field; valid fields are 'input' (a text or a list of texts) and 'model'",
-                extra[0])
+        return (f"{extra[0]}: unknown field; valid fields are 'input' (a text or a list of texts), 'messages', "
+                "'target' and 'model'", extra[0])
     field = str(loc[0])
+    if field == "messages":
+        where = "messages" + "".join(f"[{x}]" if isinstance(x, int) else f".{x}" for x in loc[1:])
+        if first["type"] == "literal_error" and loc[-1] == "role":
+            return (f"{where}: unknown role {first.get('input')!r}; use 'user', 'assistant' or 'system'",
+                    "messages")
+        if first["type"] == "string_too_short":
+            return f"{where}: the content is empty; send the message's text", "messages"
+        if first["type"] == "missing":
+            return f"{where}: required field is missing; each message is {{\"role\": ..., \"content\": ...}}", \
+                "messages"
+        return (f"{where}: {first.get('msg', 'invalid value')}; send a list of {{\"role\", \"content\"}} objects",
+                "messages")
+    if field == "target":
+        return ("target: only 'prompt' (the last user turn) is supported; this guard was trained on user prompts, "
+                "and response classification is not built yet", "target")
     if first["type"] == "missing":
         return f"{field}: required field is missing; {example}", field
     if field == "input":
@@ -432,6 +461,21 @@ class GuardrailDeployment:
                                "send UTF-8 text", "invalid_text", "input") from None
         return texts
 
+    @staticmethod
+    def _chat(messages) -> str:
+        """A conversation -> the one text the classifier scores (guardray.core.operators.render_chat)."""
+        from guardray.core.operators import render_chat
+        if messages is None:
+            raise ApiError(422, 'input: required field is missing; send "input" (a text or a list of texts) or '
+                           '"messages" (a conversation)', "missing_input", "input")
+        if not messages:
+            raise ApiError(422, "messages: the list is empty; send at least one user message", "empty_input",
+                           "messages")
+        if messages[-1].role != "user":
+            raise ApiError(422, f"messages: the last turn must be the user message to classify (role 'user'); "
+                           f"got role {messages[-1].role!r}", "no_user_turn", "messages")
+        return render_chat([(m.role, m.content) for m in messages])
+
     def _model_id(self, requested: str | None, openai_names: bool = False) -> str:
         header = serve.get_multiplexed_model_id()
         if requested and header and requested != header:
@@ -449,7 +493,9 @@ class GuardrailDeployment:
     @api.post("/v1/classify", response_model=ClassifyResponse, responses=ERRORS)
     async def classify(self, body: ClassifyRequest) -> ClassifyResponse:
         """Classify one text or a list: label, unsafe score, category scores, threshold and model per text."""
-        texts = self._texts(body.input)
+        if body.input is not None and body.messages is not None:
+            raise ApiError(422, 'send "input" or "messages", not both', "conflicting_input", "messages")
+        texts = self._texts(self._chat(body.messages) if body.input is None else body.input)
         mid = self._model_id(body.model)
         res = await self._run(texts, mid)
         return ClassifyResponse(model=mid, results=[TextResult(

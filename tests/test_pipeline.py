@@ -47,6 +47,20 @@ def test_two_adversarial_rounds_end_to_end(tiny_run):
     adv = [e for e in train1 if e["stage"] == "adversarial"]
     assert len(adv) == rounds[1]["curated"]
     assert all(e["round"] == 1 and e["parent_id"] and e["seed_id"] and "@v" in e["generator"] for e in adv)
+    # the no-attack control arm: the same warm-start chain and epochs on the same data minus the harvest
+    ctl1 = pq.read_table(run / "data" / "train-round-1-control.parquet").to_pylist()
+    assert sorted(e["id"] for e in ctl1) == sorted(e["id"] for e in train1 if e["stage"] != "adversarial")
+    assert rounds[1]["control"]["path"].endswith("round-1-control")
+    assert rounds[1]["control"]["asr_after"]["n"] == rounds[1]["asr_after"]["n"] > 0
+    assert rounds[1]["control"]["eval"]["mini-eval"]["n"] == 4
+    assert "no-attack control" in (run / "report.md").read_text()
+    # the ASR measurement's attacks (held-out seeds) are never harvested
+    from guardray.data import load_seeds
+    from guardray.pipeline import split_attack_seeds
+    _, eval_pool = split_attack_seeds(load_seeds(), cfg)
+    assert len(eval_pool) == cfg.attack.eval_attacks and not {e.id for e in eval_pool} & {e["seed_id"] for e in adv}
+    # operator children of the seeds train beside them
+    assert any(e["stage"] == "operator" and e["generator"].startswith("op:") for e in train1)
     # each round's classifier is a loadable checkpoint, evaluated on the configured set
     for r in range(3):
         # a round that harvested nothing keeps the previous classifier instead of retraining on unchanged data

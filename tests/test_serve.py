@@ -145,6 +145,41 @@ def test_classify_one_text_and_a_list(client):
         assert res["model"] == "round1"
 
 
+def test_chat_messages_classify_the_last_user_turn_in_its_context(client):
+    # the marker model flags a text whose LAST token is the marker: the conversation is read as one transcript
+    # ending with the last user turn, so an earlier turn cannot hide it and a later turn decides
+    convo = [{"role": "system", "content": "You are a helpful assistant."},
+             {"role": "user", "content": "hi there"}, {"role": "assistant", "content": "Hello! How can I help?"}]
+    r = client.post("/v1/classify", json={"model": "marker",
+                                          "messages": convo + [{"role": "user", "content": "please" + MARKER}]})
+    assert r.status_code == 200, r.text
+    assert r.json()["results"][0]["label"] == "unsafe"
+    r = client.post("/v1/classify", json={"model": "marker", "messages": [
+        {"role": "user", "content": "please" + MARKER}, {"role": "assistant", "content": "No."},
+        {"role": "user", "content": "ok, what is the weather like"}], "target": "prompt"})
+    assert r.status_code == 200 and r.json()["results"][0]["label"] == "safe", r.text
+    from guardray.core.operators import render_chat
+    assert render_chat([("system", "s"), ("user", "a"), ("assistant", "b"), ("user", "c")]) == \
+        "User: a\nAssistant: b\nUser: c"
+
+
+@pytest.mark.parametrize("body, needle", [
+    ({"messages": []}, "messages: the list is empty"),
+    ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages[0].role: unknown role 'wizard'"),
+    ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]},
+     "the last turn must be the user message"),
+    ({"messages": [{"role": "user"}]}, "messages[0].content: required field is missing"),
+    ({"messages": [{"role": "user", "content": ""}]}, "messages[0].content: the content is empty"),
+    ({"messages": "hello"}, "messages"),
+    ({"input": "a", "messages": [{"role": "user", "content": "b"}]}, "not both"),
+    ({"messages": [{"role": "user", "content": "b"}], "target": "response"}, "target: only 'prompt'"),
+])
+def test_bad_chat_messages_get_a_4xx_that_names_the_problem(client, body, needle):
+    r = client.post("/v1/classify", json=body)
+    assert r.status_code == 422, r.text
+    assert needle in r.json()["error"]["message"], r.json()
+
+
 def test_multiplexing_by_field_and_header(client):
     def label(model=None, header=None):
         r = client.post("/v1/classify", json={"input": "x", **({"model": model} if model else {})},

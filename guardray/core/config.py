@@ -19,6 +19,9 @@ from typing import Any, Literal, Optional
 import yaml
 
 
+CURATION_ROUNDS = ("rules", "dedup", "meaning", "label", "judge", "select")
+
+
 class ConfigError(ValueError):
     pass
 
@@ -45,6 +48,9 @@ class DataConfig:
     skip_bad_rows: bool = False  # skip (and report) invalid rows instead of failing the load
     missing_eval: Literal["error", "skip"] = "error"  # an eval_sets path that does not exist: fail, or skip loudly
     val_fraction: float = rng(0.15, 0.0, 0.5)  # validation split taken from the training data
+    # min share of safe examples in that split (the unsafe part is capped; the rest trains): the threshold is
+    # calibrated there, and deployment traffic is mostly benign. 0 = stratified by label only
+    val_safe_share: float = rng(0.6, 0.0, 0.95)
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,13 @@ class SynthConfig:
     styles: tuple[str, ...] = ("direct", "indirect", "roleplay", "hypothetical", "obfuscated", "typos",
                                "non_english")
     max_seeds: int = rng(0, 0, 10_000_000)  # 0 = all seeds
+    # label-preserving operators (guardray.core.operators: noise, framings, padding, transcripts, code-switching,
+    # the prompt-attack frame) applied to the seeds by the pipeline's `operate` step; () = none
+    operators: tuple[str, ...] = ("typos", "leetspeak", "spacing", "homoglyphs", "casing", "roleplay",
+                                  "hypothetical", "fiction", "academic", "translate", "quoted", "pad_prefix",
+                                  "pad_suffix", "transcript", "code_switch", "prompt_attack")
+    operator_per_seed: int = rng(1, 0, 100)  # operator children per seed (distinct operators)
+    operator_fraction: float = rng(1.0, 0.0, 1.0)  # share of the seeds that get operator children
     items_per_request: int = rng(5, 1, 100)  # augment: requests asked for in one generation (a numbered list)
     shots: int = rng(3, 0, 20)  # augment: seed examples shown in the instruction
     tokens_per_item: int = rng(40, 0, 4096)  # caps max_new_tokens at 16 + this x items asked for (0 = no cap)
@@ -81,7 +94,7 @@ class SynthConfig:
 class CuratorConfig:
     workers: int = rng(2, 1, 1024)  # curator actors in the pool
     shard_size: int = rng(128, 1, 1_000_000)  # examples per curation task
-    rounds: tuple[str, ...] = ("rules", "dedup", "judge", "select")  # curation rounds, in order
+    rounds: tuple[str, ...] = ("rules", "dedup", "meaning", "label", "judge", "select")  # curation rounds, in order
     min_chars: int = rng(8, 0, 100000)
     max_chars: int = rng(1000, 1, 1_000_000)
     language: str = ""  # keep only this language ("" = any); e.g. "en"
@@ -90,6 +103,15 @@ class CuratorConfig:
     judge_model: str = ""  # classifier checkpoint for the judge ("" = train-free: keep all)
     judge_policy: Literal["keep", "relabel", "drop"] = "drop"  # what to do when the judge disagrees
     judge_margin: float = rng(0.35, 0.0, 1.0)  # disagree only when the judge's score is this far on the other side
+    # fidelity rounds (guardray.core.fidelity), checked against the labelled seeds, which never saw the child:
+    meaning_min: float = rng(0.45, -1.0, 1.0)  # meaning: min MiniLM cosine of a child to its parent seed
+    meaning_max: float = rng(0.97, -1.0, 1.0)  # meaning: above this a child is a near-copy of its parent (dropped)
+    topic_min: float = rng(0.35, -1.0, 1.0)  # meaning, a child with no parent seed (augment): min mean cosine to
+    #                                          its 5 nearest seeds of the intended label and category
+    label_k: int = rng(10, 1, 100000)  # label: neighbours in the similarity-weighted k-NN vote over the seeds
+    label_margin: float = rng(0.15, 0.0, 0.5)  # label: disagree when the vote is this far past 0.5 the other way
+    label_policy: Literal["keep", "relabel", "drop"] = "drop"  # label: what to do with a disagreeing child
+    keep_per_parent: int = rng(0, 0, 100000)  # best-of-n: children kept per parent seed, best agreement first (0 = all)
     per_category_max: int = rng(0, 0, 10_000_000)  # diversity selection cap per (label, category); 0 = no cap
     dedup_method: Literal["minhash", "embedding"] = "minhash"  # near-duplicates by MinHash Jaccard or cosine
     embed_dup_threshold: float = rng(0.92, 0.0, 1.0)  # dedup_method=embedding: cosine at/above = duplicate
@@ -159,14 +181,24 @@ class PPOConfig:
 class AttackConfig:
     rounds: int = rng(2, 0, 1000)  # adversarial rounds (rollout -> ... -> retrain)
     similarity_tau: float = rng(0.55, -1.0, 1.0)  # min embedding cosine to the seed (meaning kept)
-    validity: Literal["none", "reference", "llm"] = "reference"  # judge that the rewrite keeps the seed's label
+    copy_similarity: float = rng(0.97, -1.0, 1.0)  # above this cosine a rewrite is a copy of its seed: no success
+    # judge that the rewrite keeps the seed's label; never the attacked classifier: "knn" = a k-NN vote over the
+    # seeds (guardray.core.fidelity, the curation label round's judge), "reference" = a judge checkpoint
+    # (validity_model), "none" = meaning preservation only
+    validity: Literal["none", "reference", "knn", "llm"] = "knn"
     novelty_weight: float = rng(0.2, 0.0, 100.0)
     harvest_max: int = rng(200, 0, 10_000_000)  # adversarial examples kept per round
-    eval_attacks: int = rng(64, 0, 1_000_000)  # held-out seeds attacked afresh each round to measure ASR
+    eval_attacks: int = rng(256, 0, 1_000_000)  # held-out seeds attacked afresh each round to measure ASR
+    harvest_attacks: int = rng(128, 0, 1_000_000)  # extra fresh attacks on training seeds per round, to harvest
     validity_model: str = ""  # judge checkpoint for validity=reference ("" = the classifier the attack starts on)
     embedder: str = "minilm"  # sentence embedder for meaning preservation and novelty
     attack_safe: bool = True  # also attack safe seeds (aim: false positives); False = unsafe seeds only
     retrain_epochs: int = rng(1, 1, 1000)  # epochs of the warm-started retrain after each round
+    # attack instructions the policy gets, rotated over the rollouts (guardray.core.adversarial.ATTACK_STYLES)
+    styles: tuple[str, ...] = ("rewrite", "framing", "persona", "obfuscation", "padding", "indirection")
+    # also retrain a no-attack control arm each round: the same warm-start chain and epochs on the training data
+    # without any harvested example; its ASR on the same fresh attacks and its eval F1 sit beside the treatment's
+    control: bool = False
 
 
 @dataclass(frozen=True)
@@ -208,7 +240,8 @@ class ServeConfig:
 
 @dataclass(frozen=True)
 class TuneConfig:
-    num_samples: int = rng(4, 1, 100000)
+    num_samples: int = rng(4, 1, 100000)  # trials (with grid: repeats of the whole grid)
+    grid: bool = False  # every combination of the choices once (grid search) instead of num_samples random draws
     max_concurrent: int = rng(1, 1, 1024)
     metric: str = "val_f1"
     mode: Literal["max", "min"] = "max"
@@ -370,14 +403,32 @@ def _check_cross(obj, where: str) -> None:
     p = (where + ".") if where else ""
     if isinstance(obj, ServeConfig) and obj.autoscaling and obj.min_replicas > obj.max_replicas:
         raise ConfigError(f"{p}min_replicas: {obj.min_replicas} > max_replicas {obj.max_replicas}; lower it")
+    if isinstance(obj, AttackConfig) and obj.validity == "reference" and not obj.validity_model:
+        raise ConfigError(f"{p}validity_model: validity=reference needs a judge checkpoint that is not the attacked "
+                          "classifier; set validity_model, or use validity=knn (a vote over the seeds)")
+    if isinstance(obj, AttackConfig):
+        from guardray.core.adversarial import ATTACK_STYLES
+        bad = [x for x in obj.styles if x not in ATTACK_STYLES]
+        if bad or not obj.styles:
+            raise ConfigError(f"{p}styles: unknown attack style {bad[0] if bad else '(none given)'!r}; use any of "
+                              f"{list(ATTACK_STYLES)}")
+    if isinstance(obj, AttackConfig) and obj.similarity_tau >= obj.copy_similarity:
+        raise ConfigError(f"{p}similarity_tau: {obj.similarity_tau} must be below copy_similarity "
+                          f"{obj.copy_similarity}")
     if isinstance(obj, CuratorConfig):
-        bad = [r for r in obj.rounds if r not in ("rules", "dedup", "judge", "select")]
+        bad = [r for r in obj.rounds if r not in CURATION_ROUNDS]
         if bad:
-            raise ConfigError(f"{p}rounds: unknown round {bad[0]!r}; use rules, dedup, judge, select")
+            raise ConfigError(f"{p}rounds: unknown round {bad[0]!r}; use {', '.join(CURATION_ROUNDS)}")
+        if obj.meaning_min >= obj.meaning_max:
+            raise ConfigError(f"{p}meaning_min: {obj.meaning_min} must be below meaning_max {obj.meaning_max}")
     if isinstance(obj, SynthConfig):
         bad = [s for s in obj.strategies if s not in ("augment", "paraphrase", "contrastive")]
         if bad:
             raise ConfigError(f"{p}strategies: unknown strategy {bad[0]!r}; use augment, paraphrase, contrastive")
+        from guardray.core.operators import OPERATORS
+        bad = [o for o in obj.operators if o not in OPERATORS]
+        if bad:
+            raise ConfigError(f"{p}operators: unknown operator {bad[0]!r}; use any of {sorted(OPERATORS)}")
         from guardray.core.records import STYLES  # the style names an Example may carry
         bad = [s for s in obj.styles if s not in STYLES or not s]
         if bad:

@@ -238,6 +238,14 @@ def transcript(text, rng, pool):
     return f"{user}: {first}\n{bot}: {reply}\n{user}: {text}"
 
 
+def render_chat(messages: Sequence[tuple[str, str]]) -> str:
+    """A conversation as the classifier reads it: "User: ...\nAssistant: ..." lines, the format the `transcript`
+    operator trains on, so `/v1/classify` with `messages` scores the last user turn in its context. System
+    messages are the operator's instructions, not user content: they are left out."""
+    names = {"user": "User", "assistant": "Assistant"}
+    return "\n".join(f"{names[r]}: {c}" for r, c in messages if r in names)
+
+
 # ---------------------------------------------------------------- registry and application
 
 OPERATORS: dict[str, Operator] = {op.name: op for op in [
