@@ -1,0 +1,138 @@
+"""Audit of the synthetic data: does a kept example carry its label more often than a dropped one? Per round.
+
+    make demo                                                     # writes runs/demo/synth/v0/<strategy>/ candidates
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/synth_audit.py sample   # -> benchmarks/synth_audit_sample.jsonl
+    # a person reads each sampled text and writes its true label into benchmarks/synth_audit_labels.jsonl
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/synth_audit.py report   # -> benchmarks/synth_audit.md
+
+`sample` re-runs the demo's curation on the demo's candidates, one round more each time (rules; + dedup; + meaning;
++ label; ...), so every candidate gets its fate: kept, or the first round (and reason) that dropped it - the same
+decisions the pipeline made (curation is deterministic). It then draws 200 kept and 200 dropped candidates
+(dropped ones spread over the rounds that drop) with a fixed seed. The sample file shows the reader only the text
+and the label it was generated for, not its fate, so the reading is blind. `report` joins the reader's labels
+("safe" / "unsafe" / "unclear") with the fates and writes label accuracy (the share whose intended label the reader
+confirms) of kept vs dropped, per round that dropped them, per strategy.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import random
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SAMPLE = ROOT / "benchmarks" / "synth_audit_sample.jsonl"
+LABELS = ROOT / "benchmarks" / "synth_audit_labels.jsonl"
+FATES = ROOT / "benchmarks" / "out" / "synth_audit_fates.json"
+
+
+def fates(cfg, demo: Path) -> tuple[dict[str, str], list]:
+    """candidate id -> "kept" or "<round>:<reason>" of the round that dropped it."""
+    from guardray.core.records import read_examples
+    from guardray.curator import CuratorPool
+    from guardray.data import load_seeds
+    from guardray.ray_utils import init_ray
+    from guardray.synth import read_texts
+    cands = []
+    for st in cfg.synth.strategies:
+        f = demo / "synth" / "v0" / st / "data.parquet"
+        if f.exists():
+            cands += read_examples(f).examples
+    if not cands:
+        raise SystemExit(f"no candidates under {demo}/synth/v0: run `make demo` first")
+    seeds = load_seeds()
+    init_ray()
+    fate: dict[str, str] = {}
+    rounds = [r for r in cfg.curator.rounds if r != "select"]
+    for k in range(1, len(rounds) + 1):
+        ccfg = dataclasses.replace(cfg.curator, rounds=tuple(rounds[:k]))
+        with CuratorPool(ccfg, cfg.resources, reference_texts=[e.text for e in seeds], judge_model="",
+                         decontam_texts=read_texts(list(cfg.data.eval_sets)), progress=False,
+                         label_reference=seeds) as pool:
+            kept = {e.id for e in pool.curate(cands, stage="audit").kept}
+        for e in cands:
+            if e.id not in kept and e.id not in fate:
+                fate[e.id] = rounds[k - 1]
+        print(f"[audit] after {rounds[:k]}: {len(kept)} kept", flush=True)
+    for e in cands:
+        fate.setdefault(e.id, "kept")
+    return fate, cands
+
+
+def sample(args) -> int:
+    from guardray.core.config import load_config
+    cfg = load_config(ROOT / "configs" / "demo.yaml")
+    fate, cands = fates(cfg, Path(args.demo))
+    FATES.parent.mkdir(parents=True, exist_ok=True)
+    FATES.write_text(json.dumps(fate, indent=0))
+    rnd = random.Random(0)
+    kept = [e for e in cands if fate[e.id] == "kept"]
+    by_round = defaultdict(list)
+    for e in cands:
+        if fate[e.id] != "kept":
+            by_round[fate[e.id]].append(e)
+    pick = rnd.sample(kept, min(args.n, len(kept)))
+    per = max(1, args.n // max(1, len(by_round)))
+    dropped = []
+    for r, exs in sorted(by_round.items()):
+        dropped += rnd.sample(exs, min(per, len(exs)))
+    rest = [e for exs in by_round.values() for e in exs if e not in dropped]
+    dropped += rnd.sample(rest, min(args.n - len(dropped), len(rest))) if len(dropped) < args.n else []
+    rows = [{"id": e.id, "strategy": e.stage, "intended_label": e.label, "intended_categories": list(e.categories),
+             "text": e.text} for e in pick + dropped]
+    rnd.shuffle(rows)  # blind: kept and dropped interleaved, no fate in the file
+    SAMPLE.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    print(f"[audit] wrote {len(rows)} rows ({len(pick)} kept, {len(dropped)} dropped: "
+          f"{dict(Counter(fate[e.id] for e in dropped))}) to {SAMPLE}")
+    return 0
+
+
+def report(args) -> int:
+    fate = json.loads(FATES.read_text())
+    rows = {json.loads(x)["id"]: json.loads(x) for x in SAMPLE.read_text().splitlines()}
+    labels = {json.loads(x)["id"]: json.loads(x)["label"] for x in LABELS.read_text().splitlines()}
+    groups: dict[str, list[str]] = defaultdict(list)
+    for i, lab in labels.items():
+        r = rows[i]
+        verdict = "unclear" if lab == "unclear" else ("right" if lab == r["intended_label"] else "wrong")
+        kind = "kept" if fate[i] == "kept" else "dropped"
+        groups[kind].append(verdict)
+        if kind == "dropped":
+            groups[f"dropped by {fate[i]}"].append(verdict)
+        groups[f"{kind} / {r['strategy']}"].append(verdict)
+
+    def line(k, v):
+        c = Counter(v)
+        acc = c["right"] / max(1, c["right"] + c["wrong"])
+        return f"| {k} | {len(v)} | {c['right']} | {c['wrong']} | {c['unclear']} | {acc:.2f} |"
+    order = ["kept", "dropped"] + sorted(k for k in groups if k.startswith("dropped by")) + \
+        sorted(k for k in groups if " / " in k)
+    md = ["# Synthetic data audit: label accuracy of kept vs dropped candidates", "",
+          "```", "HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/synth_audit.py sample   # then label, then:",
+          "HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/synth_audit.py report", "```", "",
+          "The demo's LLM candidates (SmolLM2-135M on CPU), re-curated round by round to give each its fate; a "
+          "blind sample of kept and dropped ones read by the team (benchmarks/synth_audit_labels.jsonl: the "
+          "reader saw the text and the label it was generated for, not its fate). Accuracy = confirmed / "
+          "(confirmed + wrong); unclear = off-topic or unreadable text that a reader would not label either way.",
+          "", "| group | n | label right | label wrong | unclear | accuracy |", "|---|---:|---:|---:|---:|---:|"]
+    md += [line(k, groups[k]) for k in order if k in groups]
+    (ROOT / "benchmarks" / "synth_audit.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("step", choices=["sample", "report"])
+    ap.add_argument("--demo", default=str(ROOT / "runs" / "demo"))
+    ap.add_argument("--n", type=int, default=200, help="kept and dropped candidates to sample (each)")
+    args = ap.parse_args(argv)
+    return sample(args) if args.step == "sample" else report(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
