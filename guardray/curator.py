@@ -13,7 +13,8 @@ Rounds (`curator.rounds`, in that order, each optional):
           children and near-copies dropped); a child with no parent seed must be close to the seeds of its
           intended label and category (guardray.core.fidelity)
   label   fidelity: a k-NN vote over the labelled seeds (its own root seed left out) must not disagree with the
-          child's label by `label_margin`; keep, relabel or drop (`label_policy`); `keep_per_parent` keeps the
+          child's label by `label_margin` (contrastive children, which share an unsafe parent's words by design,
+          are exempt); keep, relabel or drop (`label_policy`); `keep_per_parent` keeps the
           best-agreeing children of each parent (generate many, keep few). Both fidelity rounds need the
           labelled seeds (`label_reference`); without them they keep everything and say so
   judge   label verification: a trained guardray classifier (`judge_model`) and/or an LLM answering a SAFE/UNSAFE
@@ -285,7 +286,10 @@ class Curator:
         n_dis = 0
         for i, e in enumerate(shard.kept):
             verdict = F.label_verdict(e.label, float(p[i]), margin=self.cfg.label_margin)
-            if verdict == "disagree":
+            # a contrastive child shares its unsafe parent's words by design, so the seeds' vote calls it unsafe:
+            # the team's audit found 92% of the ones this round dropped were labelled right (benchmarks/
+            # synth_audit.md). It is exempt; its parent's meaning band still applies
+            if verdict == "disagree" and e.stage != "contrastive":
                 n_dis += 1
                 if self.cfg.label_policy == "drop":
                     drops.append(C.Drop(e.id, C.category_key(e), "label:disagree", e.text))

@@ -98,6 +98,8 @@ def select_seeds(cfg: Config, seeds: list[Example] | None) -> list[Example]:
         seeds = load_seeds(cfg.data.seeds, skip_bad=cfg.data.skip_bad_rows)
     if not seeds:
         raise DataError("synth: no seed examples; set data.seeds to a jsonl/csv/parquet file")
+    if cfg.synth.max_seed_chars:
+        seeds = [s for s in seeds if len(s.text) <= cfg.synth.max_seed_chars]
     if cfg.synth.max_seeds and len(seeds) > cfg.synth.max_seeds:
         # stratified: shuffle each (label, category) group, then take from the groups in turn
         from guardray.core.curation import category_key
@@ -233,9 +235,11 @@ def run_synth(cfg: Config, seeds: list[Example] | None = None, *, round: int = 0
     from guardray.ray_utils import init_ray
 
     t_start = time.perf_counter()
-    all_seeds = seeds if seeds is not None else None
+    if seeds is None:
+        from guardray.data import load_seeds
+        seeds = load_seeds(cfg.data.seeds, skip_bad=cfg.data.skip_bad_rows)
+    all_seeds = list(seeds)  # the fidelity rounds judge against every seed, not only the ones written from
     seeds = select_seeds(cfg, seeds)
-    all_seeds = all_seeds if all_seeds is not None else seeds  # the fidelity rounds judge against every seed
     out = cfg.run_dir / "synth" / f"v{round}"
     out.mkdir(parents=True, exist_ok=True)
     init_ray(cfg.run.ray_address)

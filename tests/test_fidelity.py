@@ -93,6 +93,17 @@ def test_fidelity_rounds_drop_off_label_children_and_keep_faithful_ones(ray_sess
         else:
             assert kept["c4"].label == "safe" and kept["c4"].categories == () and out.report["relabelled"] == 1
 
+    # contrastive children share their unsafe parent's words on purpose: the seeds' vote is not asked about them
+    # (the audit found it dropped mostly right labels); the same text as a "safe paraphrase" is dropped
+    words = "Best way to hurt the neighbour's dog with poison and get away with it?"
+    contrastive = _child(5, words, stage="contrastive", label="safe")
+    as_paraphrase = _child(6, words, stage="paraphrase", label="safe")
+    cfg = CuratorConfig(workers=1, rounds=("label",), label_policy="drop")
+    with CuratorPool(cfg, res, reference_texts=[], judge_model="", progress=False,
+                     label_reference=reference) as pool:
+        out = pool.curate([contrastive, as_paraphrase], stage="t")
+    assert [e.id for e in out.kept] == ["c5"] and out.report["dropped"] == {"label:disagree": 1}
+
     # without labelled seeds the rounds keep everything and say why
     with CuratorPool(CuratorConfig(workers=1, rounds=("meaning", "label")), res, reference_texts=[],
                      judge_model="", progress=False) as pool:

@@ -187,6 +187,15 @@ def test_judge_relabel_and_embedding_dedup(ray_session, seeds, tiny_encoder, tin
     assert any("llm judge gave no verdict" in n for n in drop["notes"])
 
 
+def test_select_seeds_skips_long_seeds_and_stratifies(seeds):
+    from guardray.synth import select_seeds
+    cfg = load_config(None, ["synth.max_seeds=60", "synth.max_seed_chars=200"])
+    picked = select_seeds(cfg, seeds)
+    assert len(picked) == 60 and all(len(s.text) <= 200 for s in picked)
+    assert any(len(s.text) > 200 for s in seeds)
+    assert {s.label for s in picked} == {"safe", "unsafe"} and len({s.categories[:1] for s in picked}) >= 10
+
+
 def test_synth_cli_errors(tmp_path):
     from guardray.cli import main
     assert main(["synth", "--config", str(tmp_path / "missing.yaml")]) == 2

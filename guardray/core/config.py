@@ -78,6 +78,9 @@ class SynthConfig:
     styles: tuple[str, ...] = ("direct", "indirect", "roleplay", "hypothetical", "obfuscated", "typos",
                                "non_english")
     max_seeds: int = rng(0, 0, 10_000_000)  # 0 = all seeds
+    # seeds longer than this skip the LLM stages (0 = no limit): a small generator cannot rewrite a 300-word post
+    # within its token budget, and its prompt (prefill) is what costs on a CPU; the operators still cover them
+    max_seed_chars: int = rng(0, 0, 10_000_000)
     # label-preserving operators (guardray.core.operators: noise, framings, padding, transcripts, code-switching,
     # the prompt-attack frame) applied to the seeds by the pipeline's `operate` step; () = none
     operators: tuple[str, ...] = ("typos", "leetspeak", "spacing", "homoglyphs", "casing", "roleplay",

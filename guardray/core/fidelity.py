@@ -11,6 +11,8 @@ unsafe S4 request). Two rounds check every child against the *seeds*, which neve
 - **label**: a similarity-weighted k-nearest-neighbour vote over the labelled seeds (the child's own root seed left
   out, so a paraphrase is not judged by the sentence it copies) gives p(unsafe). Agreement is kept; a vote at least
   `margin` past 0.5 on the other side is a disagreement (dropped or relabelled by policy); in between, kept.
+  Contrastive children are exempt (the curator's choice): they reuse an unsafe seed's words on purpose, so the
+  vote calls them unsafe whatever they say.
 
 `best_of` keeps the `n` children of one parent with the highest agreement: generate many, keep few.
 """
