@@ -74,7 +74,8 @@ def write_pipeline_report(report: dict, run_dir: Path) -> None:
                "|---:|---|---:|---|---:|"]
         for r in detail:
             d = r["asr_before"]
-            for grp, cell in [*d["by_label"].items(), *d["by_category"].items()]:
+            cats = [(k, v) for k, v in d["by_category"].items() if k not in d["by_label"]]  # "safe" is in both
+            for grp, cell in [*d["by_label"].items(), *cats]:
                 md.append(f"| {r['round']} | {grp} | {cell['n']} | {_asr(cell)} | {_fmt(cell['seed_correct'])} |")
     styled = [r for r in comp_rounds if r.get("by_style")]
     if styled:
