@@ -161,18 +161,38 @@ def train(cfg: Config, examples: list[Example], round: int, warm_start: str, sta
     done = state.get(f"train/{round}{arm}")
     if done:
         return done
-    from guardray.trainer import train_classifier
+    from guardray.trainer import split_validation, train_classifier
     tcfg = dataclasses.replace(cfg.trainer, warm_start=warm_start or cfg.trainer.warm_start)
+    # one split for every round (split_seed fixed): no retrain validates on its past
+    fit, val = split_validation(examples, cfg.data.val_fraction, cfg.run.seed, safe_share=cfg.data.val_safe_share)
+    replay = {}
     if round > 0:
-        tcfg = dataclasses.replace(tcfg, epochs=cfg.attack.retrain_epochs)
+        tcfg = dataclasses.replace(tcfg, epochs=cfg.attack.retrain_epochs, lr=cfg.attack.retrain_lr or tcfg.lr)
+        fit, replay = replay_set(fit, cfg.attack.replay, seed=cfg.run.seed * 7 + round)
     out = Path(cfg.run_dir) / "classifier" / f"round-{round}{arm}"
-    r = train_classifier(tcfg, examples, out, resources=cfg.resources, seed=cfg.run.seed + round,
-                         val_fraction=cfg.data.val_fraction, val_safe_share=cfg.data.val_safe_share,
-                         split_seed=cfg.run.seed)  # one split for every round: no retrain validates on its past
+    r = train_classifier(tcfg, fit, out, resources=cfg.resources, seed=cfg.run.seed + round, val=val)
     write_examples(examples, Path(cfg.run_dir) / "data" / f"train-round-{round}{arm}.parquet")
-    info = {"path": r.path, "threshold": r.threshold, "val": r.metrics, "n_train": len(examples)}
+    info = {"path": r.path, "threshold": r.threshold, "val": r.metrics, "n_train": len(examples),
+            "n_fit": len(fit), **({"replay": replay} if replay else {})}
     state.put(f"train/{round}{arm}", info)
     return info
+
+
+def replay_set(train: list[Example], replay: int, seed: int) -> tuple[list[Example], dict]:
+    """What a warm-started retrain fits on: every adversarial example, plus `replay` earlier training examples
+    drawn at random (stratified by label, so the replay keeps the training mix); replay=0 keeps them all. The seed
+    depends on the round only, so the treatment and the control arm replay the same examples."""
+    new = [e for e in train if e.stage == "adversarial"]
+    old = [e for e in train if e.stage != "adversarial"]
+    if not replay or replay >= len(old):
+        return new + old, {"adversarial": len(new), "replayed": len(old), "of": len(old)}
+    rng = random.Random(seed)
+    picked, labels = [], sorted({e.label for e in old})
+    for i, label in enumerate(labels):
+        part = [e for e in old if e.label == label]
+        k = replay - len(picked) if i == len(labels) - 1 else round(replay * len(part) / len(old))
+        picked += rng.sample(part, min(k, len(part)))
+    return new + picked, {"adversarial": len(new), "replayed": len(picked), "of": len(old)}
 
 
 def check_capacity(cfg: Config) -> None:
@@ -412,7 +432,10 @@ def run_pipeline(cfg: Config) -> dict:
                "asr_before": asr_detail(fresh, before), "asr_after": asr_detail(fresh, after),
                "by_style": by_style(actors, fresh, before),
                "harvested": len(harvested), "curated": len(curated), "n_train": len(train_set),
-               "retrained": bool(curated), "ppo": stats, "reward_components": mean_components(rbs),
+               "retrained": bool(curated), "retrain": {"n_fit": ckpt.get("n_fit"), "replay": ckpt.get("replay"),
+                                                       "lr": cfg.attack.retrain_lr or cfg.trainer.lr,
+                                                       "epochs": cfg.attack.retrain_epochs} if curated else None,
+               "ppo": stats, "reward_components": mean_components(rbs),
                "val": ckpt["val"], "eval": ev, "samples": success_samples(fresh, before)}
         save_policy(actors, cfg, r)
         state.put(f"round/{r}", rec)

@@ -41,6 +41,12 @@ def write_pipeline_report(report: dict, run_dir: Path) -> None:
                   f"| {_asr(r.get('asr_after'), r.get('asr_after_retrain'))} "
                   f"| {_fmt((r.get('val') or {}).get('val_f1'))} |"
                   + "".join(f" {_fmt((ev.get(s) or {}).get('f1'))} |" for s in sets))
+    fits = [f"round {r['round']}: {rt['n_fit']} examples ({(rt.get('replay') or {}).get('adversarial', 0)} "
+            f"adversarial + {(rt.get('replay') or {}).get('replayed', '?')} replayed), lr {rt['lr']:g}, "
+            f"{rt['epochs']} epoch(s)" for r in rounds if (rt := r.get("retrain")) and rt.get("n_fit")]
+    if fits:
+        md += ["", "Warm-started retrains fit on: " + "; ".join(fits) + " (the control arm replays the same "
+               "examples without the adversarial ones)."]
     kept = [str(r["round"]) for r in rounds if r.get("retrained") is False]
     if kept:
         md += ["", f"Round(s) {', '.join(kept)} harvested no adversarial example, so the classifier was not "

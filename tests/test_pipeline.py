@@ -54,6 +54,15 @@ def test_two_adversarial_rounds_end_to_end(tiny_run):
     assert rounds[1]["control"]["asr_after"]["n"] == rounds[1]["asr_after"]["n"] > 0
     assert rounds[1]["control"]["eval"]["mini-eval"]["n"] == 4
     assert "no-attack control" in (run / "report.md").read_text()
+    # the warm-started retrains fit on the harvest plus the same 40 replayed examples in both arms, and validate
+    # on the one fixed split
+    rt = rounds[1]["retrain"]
+    assert rt["replay"]["replayed"] == 40 and rt["n_fit"] == rt["replay"]["adversarial"] + 40 and rt["lr"] == 5e-5
+    cards = {arm: json.loads((run / "classifier" / f"round-1{arm}" / "guardray.json").read_text())
+             for arm in ("", "-control")}
+    assert cards[""]["train_summary"]["train"]["n"] == rt["n_fit"]
+    assert cards["-control"]["train_summary"]["train"]["n"] == 40
+    assert cards[""]["train_summary"]["val"]["n"] >= cards["-control"]["train_summary"]["val"]["n"] > 0
     # the ASR measurement's attacks (held-out seeds) are never harvested
     from guardray.data import load_seeds
     from guardray.pipeline import split_attack_seeds
@@ -104,3 +113,19 @@ def test_resume_forgets_steps_the_config_no_longer_describes(tmp_path):
                                                            "trainer.lr=0.01"])
     assert RunState(tmp_path).check_config(trainer) == ["train/0", "eval/0"]
     assert list(RunState(tmp_path).data["steps"]) == ["synth"]
+
+
+def test_replay_set_keeps_every_adversarial_example_and_a_stratified_fixed_sample():
+    from guardray.core.records import Example
+    from guardray.pipeline import replay_set
+    old = [Example(id=f"s{i}", text=f"text {i}", label="unsafe" if i % 4 == 0 else "safe") for i in range(200)]
+    adv = [Example(id=f"a{i}", text=f"adv {i}", label="unsafe", stage="adversarial") for i in range(7)]
+    fit, info = replay_set(old[:100] + adv + old[100:], 40, seed=3)
+    assert info == {"adversarial": 7, "replayed": 40, "of": 200}
+    assert [e.id for e in fit[:7]] == [e.id for e in adv]
+    assert sum(e.unsafe for e in fit[7:]) == 10  # the replay keeps the 25% unsafe mix
+    # the control arm (no adversarial examples) replays exactly the same examples; another round does not
+    ctl, _ = replay_set(old, 40, seed=3)
+    assert [e.id for e in ctl] == [e.id for e in fit[7:]]
+    assert [e.id for e in replay_set(old, 40, seed=4)[0]] != [e.id for e in ctl]
+    assert len(replay_set(old + adv, 0, seed=3)[0]) == 207  # 0 = replay everything

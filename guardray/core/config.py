@@ -197,6 +197,12 @@ class AttackConfig:
     embedder: str = "minilm"  # sentence embedder for meaning preservation and novelty
     attack_safe: bool = True  # also attack safe seeds (aim: false positives); False = unsafe seeds only
     retrain_epochs: int = rng(1, 1, 1000)  # epochs of the warm-started retrain after each round
+    # the warm-started retrain continues from a trained checkpoint: a fresh warm-up to the round-0 lr undoes part
+    # of it (val AUPRC fell every round at 8e-5). 0 = trainer.lr
+    retrain_lr: float = rng(0.0, 0.0, 1.0)
+    # replayed earlier training examples per retrain (a fixed random sample per round, the same in both arms),
+    # beside every harvested example; 0 = all of them (each retrain then costs a full epoch of the round-0 data)
+    replay: int = rng(0, 0, 100_000_000)
     # attack instructions the policy gets, rotated over the rollouts (guardray.core.adversarial.ATTACK_STYLES)
     styles: tuple[str, ...] = ("rewrite", "framing", "persona", "obfuscation", "padding", "indirection")
     # also retrain a no-attack control arm each round: the same warm-start chain and epochs on the training data
