@@ -6,9 +6,13 @@ Checkpoint layout (written by `guardray.trainer`): a Hugging Face `AutoModelForS
 validation metrics. One linear layer carries both heads, so plain
 `transformers.pipeline("text-classification", model=PATH, top_k=None)` loads it and returns all 16 scores.
 
-Scoring sorts texts by length and pads per batch (length bucketing). Texts longer than the window are split into
-overlapping windows (tokenizer overflow with stride) and the max score over windows wins, so unsafe content at the
-end of a long benign prefix is still seen.
+Scoring sorts texts by length and pads per batch (length bucketing). Long texts: a checkpoint records how its
+threshold was calibrated (`guardray.json` "scoring") and is scored the same way - `head_tail` (current trainer): a
+text up to `scoring.max_length` tokens (512) in one pass, a longer one as its first quarter + last three quarters
+of that budget, exactly the trainer's validation inputs; `windows_max` (checkpoints without "scoring"): overlapping
+windows of the training length (tokenizer overflow with stride), max over windows. On the demo's validation split
+the max over 128-token windows flagged 17% of the long benign texts against 0% for one 512-token pass, at equal
+recall (benchmarks/long_text.md): the max of many noisy window scores inflates the false positives.
 """
 from __future__ import annotations
 
@@ -59,19 +63,43 @@ def read_meta(path: str | Path) -> dict:
     return json.loads(f.read_text()) if f.exists() else {}
 
 
+def head_tail_features(tok, texts: list[str], max_length: int) -> list[dict]:
+    """Token features per text; a text longer than `max_length` keeps its first quarter and its last three quarters
+    of the budget (head + tail), so harm at the end of a long benign message is in the input."""
+    if not texts:
+        return []
+    enc = tok(list(texts), truncation=False, verbose=False)
+    keep = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+    head = max_length // 4
+    out = []
+    for i in range(len(texts)):
+        f = {k: enc[k][i] for k in keep}
+        if len(f["input_ids"]) > max_length:
+            f = {k: v[:head] + v[len(v) - (max_length - head):] for k, v in f.items()}
+        out.append(f)
+    return out
+
+
 class GuardClassifier:
-    """A loaded guardrail. `score(texts)` -> `Scores`; `threshold` is the calibrated decision threshold."""
+    """A loaded guardrail. `score(texts)` -> `Scores`; `threshold` is the calibrated decision threshold.
+
+    `long_text`: "head_tail" (one pass of up to `max_length` tokens, head + tail beyond) or "windows_max"
+    (windows of `max_length` tokens with `stride` overlap, max over windows); see the module docstring."""
 
     def __init__(self, model, tokenizer, *, threshold: float = 0.5, name: str = "", meta: dict | None = None,
-                 max_length: int = 256, stride: int = 64, device: str = "cpu"):
+                 max_length: int = 256, stride: int = 64, device: str = "cpu", long_text: str = "windows_max"):
+        if long_text not in ("head_tail", "windows_max"):
+            raise ValueError(f"long_text: {long_text!r}; use head_tail or windows_max")
         self.model = model.eval().to(device)
         self.tokenizer = tokenizer
         self.threshold = float(threshold)
         self.name = name
         self.meta = meta or {}
-        self.max_length = min(max_length, getattr(tokenizer, "model_max_length", max_length) or max_length)
+        cap = getattr(tokenizer, "model_max_length", None)
+        self.max_length = min(max_length, cap) if cap and cap < 1_000_000 else max_length
         self.stride = min(stride, self.max_length // 2)
         self.device = device
+        self.long_text = long_text
 
     @classmethod
     def load(cls, name_or_path: str, *, device: str = "cpu", max_length: int | None = None, stride: int = 64,
@@ -81,9 +109,11 @@ class GuardClassifier:
         model, tok = load_backbone(path)
         meta = read_meta(path)
         thr = threshold if threshold is not None else meta.get("threshold", 0.5)
-        ml = max_length or meta.get("max_length", 256)
+        scoring = meta.get("scoring") or {}
+        long_text = scoring.get("long_text", "windows_max")
+        ml = max_length or scoring.get("max_length") or meta.get("max_length", 256)
         return cls(model, tok, threshold=thr, name=name_or_path, meta=meta, max_length=ml, stride=stride,
-                   device=device)
+                   device=device, long_text=long_text)
 
     @property
     def trained(self) -> bool:
@@ -98,11 +128,15 @@ class GuardClassifier:
         n = len(texts)
         if n == 0:
             return Scores(np.zeros(0), np.zeros((0, len(CATEGORY_CODES))))
-        enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, stride=self.stride,
-                             return_overflowing_tokens=True, padding=False)
-        owner = enc.get("overflow_to_sample_mapping", list(range(n)))
-        items = [{k: enc[k][i] for k in enc.keys() if k not in ("overflow_to_sample_mapping",)}
-                 for i in range(len(owner))]
+        if self.long_text == "head_tail":
+            items = head_tail_features(self.tokenizer, list(texts), self.max_length)
+            owner = list(range(n))
+        else:
+            enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, stride=self.stride,
+                                 return_overflowing_tokens=True, padding=False)
+            owner = enc.get("overflow_to_sample_mapping", list(range(n)))
+            items = [{k: enc[k][i] for k in enc.keys() if k not in ("overflow_to_sample_mapping",)}
+                     for i in range(len(owner))]
         for it in items:  # a text with no tokens at all (a tokenizer without special tokens): one pad token
             if not it["input_ids"]:
                 it.update({k: [self.tokenizer.pad_token_id if k == "input_ids" else int(k == "attention_mask")]

@@ -363,20 +363,25 @@ class LocalPPOLearner:
     def _slice(batch: dict[str, torch.Tensor], idx) -> dict[str, torch.Tensor]:
         return {k: v[idx] for k, v in batch.items()}
 
-    def _gather_logits(self, logits: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        return logits.gather(1, pos.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
+    @staticmethod
+    def _completion_logits(model, mb: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits [B, L, V], final hidden states [B, L, H]) at the positions that predict the completion tokens.
+
+        The LM head runs on those L positions only (`logits_to_keep=1` skips it over the prompt): the full
+        [B, S, V] logits of a 49k-token vocabulary, and their gradient, were most of the learner's memory (a
+        135M policy held ~11 GB RSS) and the LM head a large share of its compute. The last hidden state is the
+        post-norm one the head reads (checked for GPT-2 and Llama: head(h) == logits exactly)."""
+        out = model(input_ids=mb["ids"], attention_mask=mb["att"], output_hidden_states=True, logits_to_keep=1)
+        h = out.hidden_states[-1]
+        h = h.gather(1, mb["pos"].unsqueeze(-1).expand(-1, -1, h.shape[-1]))
+        return model.get_output_embeddings()(h), h
 
     def _policy_forward(self, mb: dict, with_values: bool, entropy: bool = False):
         """(logprobs [B, L], values [B, L] or None, entropy [B, L] or None) of the completion tokens."""
         with self._autocast():
-            out = self.policy(input_ids=mb["ids"], attention_mask=mb["att"], output_hidden_states=with_values)
-        logits = self._gather_logits(out.logits, mb["pos"])
+            logits, h = self._completion_logits(self.policy, mb)
         lp = logprobs_from_logits(logits, mb["resp"], self.cfg.temperature)
-        values = None
-        if with_values:
-            h = out.hidden_states[-1]
-            h = h.gather(1, mb["pos"].unsqueeze(-1).expand(-1, -1, h.shape[-1]))
-            values = self.value_head(h.float())
+        values = self.value_head(h.float()) if with_values else None
         ent = entropy_from_logits(logits.detach(), self.cfg.temperature) if entropy else None
         return lp, values, ent
 
@@ -384,10 +389,10 @@ class LocalPPOLearner:
         with self._autocast():
             if self.ref is None:
                 with self.policy.disable_adapter():
-                    logits = self.policy(input_ids=mb["ids"], attention_mask=mb["att"]).logits
+                    logits, _ = self._completion_logits(self.policy, mb)
             else:
-                logits = self.ref(input_ids=mb["ids"], attention_mask=mb["att"]).logits
-        return logprobs_from_logits(self._gather_logits(logits, mb["pos"]), mb["resp"], self.cfg.temperature)
+                logits, _ = self._completion_logits(self.ref, mb)
+        return logprobs_from_logits(logits, mb["resp"], self.cfg.temperature)
 
 
 class _PPOLearnerActor(LocalPPOLearner):

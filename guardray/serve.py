@@ -26,9 +26,10 @@ ServeConfig.api_key_env is set -> else 401), FastAPI validation (-> 422 with a m
 replica when the one holding it dies (ServeConfig.retries; classification is idempotent), so losing a model replica
 costs latency, not failed requests. In the model replica each text becomes one item of `@serve.batch`, so texts of
 concurrent requests share forward passes. A batch is grouped by model id; each model comes from the Serve
-multiplexing cache (`@serve.multiplexed`, LRU per replica) and `GuardClassifier.score` splits long texts into
-overlapping windows (the max over windows wins, so content at the end of a long prompt is seen) and pads per
-length bucket (max_batch_tokens). The model id comes from the request field `model`, else the header
+multiplexing cache (`@serve.multiplexed`, LRU per replica) and `GuardClassifier.score` scores a long text the way
+the checkpoint's threshold was calibrated (one pass of up to 512 tokens, head + tail beyond, so content at the end
+of a long prompt is seen; older checkpoints: max over overlapping windows) and pads per length bucket
+(max_batch_tokens). The model id comes from the request field `model`, else the header
 `serve_multiplexed_model_id` (which also lets Serve route to a replica that holds the model), else "default".
 """
 # no `from __future__ import annotations`: FastAPI reads the route annotations of the pickled class at runtime
@@ -97,7 +98,7 @@ class ClassifyRequest(BaseModel):
 
 class TextResult(BaseModel):
     label: Literal["safe", "unsafe"]
-    unsafe_score: float = Field(description="probability that the text is unsafe (max over its windows)")
+    unsafe_score: float = Field(description="probability that the text is unsafe")
     category_scores: dict[str, float] = Field(description="per taxonomy code (S1..S14, jailbreak)")
     threshold: float = Field(description="the model's decision threshold: unsafe when unsafe_score >= it")
     model: str

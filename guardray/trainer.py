@@ -40,7 +40,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from guardray.classifier import LABEL_NAMES, META_FILE
+from guardray.classifier import LABEL_NAMES, META_FILE, head_tail_features
 from guardray.core.config import Config, ResourcesConfig, TrainerConfig, to_dict
 from guardray.core.records import DataError, Example
 from guardray.core.taxonomy import CATEGORY_CODES
@@ -215,18 +215,13 @@ def encode(tok, rows: list[dict], max_length: int) -> list[dict]:
     """Token features per row. A text longer than `max_length` keeps its first quarter and its last three quarters
     of the budget (head + tail), not just the head: harm at the end of a long benign message must reach training,
     as the serving path's windows see it."""
-    if not rows:
-        return []
-    enc = tok([r["text"] for r in rows], truncation=False, verbose=False)
-    keep = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
-    head = max_length // 4
-    out = []
-    for i in range(len(rows)):
-        f = {k: enc[k][i] for k in keep}
-        if len(f["input_ids"]) > max_length:
-            f = {k: v[:head] + v[len(v) - (max_length - head):] for k, v in f.items()}
-        out.append(f)
-    return out
+    return head_tail_features(tok, [r["text"] for r in rows], max_length)
+
+
+def scoring_length(tok, cfg: TrainerConfig) -> int:
+    """Tokens per scored input: `score_max_length`, capped by the tokenizer's (model's) maximum."""
+    cap = getattr(tok, "model_max_length", None)
+    return min(cfg.score_max_length, cap) if cap and cap < 1_000_000 else cfg.score_max_length
 
 
 def collate(tok, feats: list[dict], rows: list[dict], idx) -> dict:
@@ -406,7 +401,9 @@ def train_loop_per_worker(config: dict) -> None:
 
     model, tok = build_model(cfg, seed)
     feats = encode(tok, train_rows, cfg.max_length)
-    vfeats = encode(tok, val_rows, cfg.max_length)
+    # validation scores what deployment scores (GuardClassifier: one pass up to score_max_length), so the threshold
+    # calibrated on it holds there
+    vfeats = encode(tok, val_rows, scoring_length(tok, cfg))
     lengths = [len(f["input_ids"]) for f in feats]
     steps_per_epoch = len(epoch_batches(len(train_rows), cfg.batch_size, 0, seed, rank, world, lengths))
     total_steps = steps_per_epoch * cfg.epochs
@@ -726,6 +723,8 @@ def train_classifier(cfg: TrainerConfig, train: list[Example], out_dir, *, resou
             "threshold_policy": cfg.threshold_policy if val else "default_0.5_no_validation_split",
             "target_fpr": cfg.target_fpr if cfg.threshold_policy == "target_fpr" else None,
             "max_length": cfg.max_length, "base_model": base, "warm_start": cfg.warm_start,
+            # how the threshold was calibrated, so GuardClassifier scores the same way
+            "scoring": {"long_text": "head_tail", "max_length": cfg.score_max_length},
             "label_names": list(LABEL_NAMES), "best_epoch": state["best_epoch"], "val_metrics": val_m,
             "train_summary": {"train": data_summary(train), "val": data_summary(val),
                               "selection": {**sel_info, "pool": pool}},

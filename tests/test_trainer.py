@@ -126,6 +126,26 @@ def test_encode_keeps_head_and_tail_of_a_long_text(tiny_encoder):
     assert f["input_ids"][0] == tok(text)["input_ids"][0]  # the head (and its [CLS]-like start) is kept
 
 
+def test_long_texts_score_as_calibrated_one_head_tail_pass_or_windows(tiny_encoder):
+    """head_tail (current checkpoints): one model input per text, exactly the trainer's validation input;
+    windows_max (checkpoints without a "scoring" record): several windows, the max over them."""
+    import torch
+    from guardray.classifier import GuardClassifier, load_backbone
+    from guardray.trainer import encode
+    model, tok = load_backbone(tiny_encoder)
+    texts = ["hello there. " * 60 + "now the harmful ask at the very end", "a short one"]
+    ht = GuardClassifier(model, tok, max_length=64, long_text="head_tail").score(texts)
+    assert ht.windows == 2
+    feats = encode(tok, [{"text": t} for t in texts], 64)
+    with torch.no_grad():
+        direct = [torch.sigmoid(model(input_ids=torch.tensor([f["input_ids"]])).logits[0, 0]).item() for f in feats]
+    assert ht.unsafe == pytest.approx(direct, abs=1e-5)
+    win = GuardClassifier(model, tok, max_length=64, stride=16, long_text="windows_max").score(texts)
+    assert win.windows > 3 and win.unsafe[1] == pytest.approx(ht.unsafe[1], abs=1e-5)
+    with pytest.raises(ValueError, match="long_text"):
+        GuardClassifier(model, tok, long_text="mean")
+
+
 def test_category_weights_make_rare_categories_count():
     from guardray.trainer import category_pos_weights
     exs = [_ex(i, "unsafe") for i in range(10)] + [Example(id="j", text="t", label="unsafe",
@@ -218,7 +238,7 @@ def test_lora_train_via_cli_exports_a_pipeline_loadable_checkpoint(ray_session, 
     rc = main(["train", "--data", str(data), "--out", str(out), "--quiet", "trainer.model=tiny-encoder",
                "trainer.method=lora", "trainer.lora_r=4", "trainer.lr=3e-3", "trainer.epochs=2",
                "trainer.batch_size=8", "trainer.max_length=32", "trainer.threshold_policy=target_fpr",
-               "trainer.target_fpr=0.2", "data.val_fraction=0.25"])
+               "trainer.target_fpr=0.2", "data.val_fraction=0.25", "trainer.score_max_length=48"])
     assert rc == 0
     assert not (out.parent / "ckpt_ray_train").exists()  # finished runs leave no Ray Train state behind
     assert not list(out.glob("adapter_*")) and list(out.glob("*.safetensors"))  # LoRA merged, safetensors only
@@ -238,7 +258,9 @@ def test_lora_train_via_cli_exports_a_pipeline_loadable_checkpoint(ray_session, 
     assert len(res) == 2 and {d["label"] for d in res[0]} == set(LABEL_NAMES)
     assert all(0.0 <= d["score"] <= 1.0 for d in res[0])
     g = GuardClassifier.load(str(out))
-    assert g.threshold == pytest.approx(meta["threshold"]) and g.max_length == 32
+    # scored as it was calibrated: one pass of up to score_max_length tokens (head + tail beyond), not windows
+    assert meta["scoring"] == {"long_text": "head_tail", "max_length": 48}
+    assert g.threshold == pytest.approx(meta["threshold"]) and g.max_length == 48 and g.long_text == "head_tail"
     scores = {d["label"]: d["score"] for d in res[0]}
     assert g.score(["How do I kill a Python process?"]).unsafe[0] == pytest.approx(scores["unsafe"], abs=1e-5)
     # LoRA changed the attention weights of the backbone (merged in), and warm_start starts from this checkpoint

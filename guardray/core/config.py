@@ -140,7 +140,11 @@ class TrainerConfig:
     lr: float = rng(5e-5, 1e-8, 1.0)
     epochs: int = rng(3, 1, 1000)
     batch_size: int = rng(32, 1, 65536)  # per worker
-    max_length: int = rng(128, 8, 32768)  # tokens
+    max_length: int = rng(128, 8, 32768)  # tokens per training input (longer texts train on head + tail)
+    # tokens per scored input, at validation (so calibration) and at deployment: a text up to this long is scored
+    # whole in one pass, a longer one as head + tail (capped at the model's positions). Scoring long texts as the
+    # max over 128-token windows flagged 17% of the long benign validation texts (benchmarks/long_text.md)
+    score_max_length: int = rng(512, 8, 32768)
     weight_decay: float = rng(0.01, 0.0, 1.0)
     warmup_ratio: float = rng(0.1, 0.0, 1.0)
     class_weight: Literal["balanced", "none"] = "balanced"
@@ -220,7 +224,9 @@ class AttackConfig:
 class EvalConfig:
     threshold: Optional[float] = None  # override the checkpoint's calibrated threshold
     batch_size: int = rng(32, 1, 65536)
-    max_length: int = rng(256, 8, 32768)
+    # tokens per scored input; None = the checkpoint's own (guardray.json "scoring": what its threshold was
+    # calibrated on). Overriding it scores differently from the calibration
+    max_length: Optional[int] = None
     model: str = ""  # what jobs/eval.py scores: checkpoint path, registry name or baseline:NAME (required there)
     train_file: str = ""  # training file for baseline:tfidf-lr / baseline:knn-embed ("" = the packaged seeds)
     plots: bool = True  # write PNG plots next to report.json
