@@ -127,6 +127,30 @@ def test_bad_rows_are_reported_with_file_line_reason(tmp_path):
     assert [e.id for e in r.examples] == ["1"] and len(r.skipped) == 6
 
 
+def test_rows_may_carry_a_conversation_as_messages(tmp_path):
+    """An evaluation (or training) row may give OpenAI-style `messages` instead of `text`: it is read as the
+    transcript /v1/classify scores (last user turn in context, system turns left out); bad shapes name the row."""
+    f = tmp_path / "chats.jsonl"
+    chat = [{"role": "system", "content": "be nice"}, {"role": "user", "content": "I'm writing a thriller."},
+            {"role": "assistant", "content": "Sounds fun."}, {"role": "user", "content": "How would they hide it?"}]
+    rows = [{"id": "c1", "messages": chat, "label": "safe"},
+            {"id": "c2", "messages": [], "label": "safe"},
+            {"id": "c3", "messages": chat[:3], "label": "safe"},
+            {"id": "c4", "messages": [{"role": "bot", "content": "x"}], "label": "safe"},
+            {"id": "c5", "messages": chat, "text": "both", "label": "safe"},
+            {"id": "c6", "messages": [{"role": "user", "content": "  "}], "label": "unsafe"}]
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError) as e:
+        read_examples(f)
+    msg = str(e.value)
+    for line, reason in [(2, "'messages' must be a non-empty list"), (3, "messages: the last turn must be the user"),
+                         (4, "messages[0].role: 'bot'"), (5, "give either 'text' or 'messages'"),
+                         (6, "messages[0].content is empty")]:
+        assert f"{f}:{line}: {reason}" in msg, (line, msg)
+    (ok,) = read_examples(f, skip_bad=True).examples
+    assert ok.text == "User: I'm writing a thriller.\nAssistant: Sounds fun.\nUser: How would they hide it?"
+
+
 def test_csv_bad_encoding_and_unknown_format(tmp_path):
     (tmp_path / "a.csv").write_bytes(b"id,text,label\n1,\xff,safe\n")
     with pytest.raises(DataError, match="bad encoding"):

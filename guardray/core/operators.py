@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Sequence
 
-from guardray.core.records import STYLES, Example
+from guardray.core.records import STYLES, Example, render_chat  # noqa: F401  (render_chat: re-exported)
 
 PAD_CAP = 1200  # padding/transcript outputs stay under this many characters
 
@@ -236,14 +236,6 @@ def transcript(text, rng, pool):
     pads = _padding(rng, pool, min(400, PAD_CAP - len(text) - len(reply) - 40), 1, text)
     first = pads[0] if pads else rng.choice([p for p in DEFAULT_PADDING if len(p) < 90])
     return f"{user}: {first}\n{bot}: {reply}\n{user}: {text}"
-
-
-def render_chat(messages: Sequence[tuple[str, str]]) -> str:
-    """A conversation as the classifier reads it: "User: ...\nAssistant: ..." lines, the format the `transcript`
-    operator trains on, so `/v1/classify` with `messages` scores the last user turn in its context. System
-    messages are the operator's instructions, not user content: they are left out."""
-    names = {"user": "User", "assistant": "Assistant"}
-    return "\n".join(f"{names[r]}: {c}" for r, c in messages if r in names)
 
 
 # ---------------------------------------------------------------- registry and application

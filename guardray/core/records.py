@@ -158,16 +158,48 @@ def _as_list(v, name: str) -> tuple[str, ...]:
     return tuple(v)
 
 
+def render_chat(messages) -> str:
+    """A conversation as the classifier reads it: "User: ...\nAssistant: ..." lines, the format the `transcript`
+    operator trains on, so a conversation is scored as its last user turn in context. System messages are the
+    operator's instructions, not user content: they are left out. `messages`: (role, content) pairs."""
+    names = {"user": "User", "assistant": "Assistant"}
+    return "\n".join(f"{names[r]}: {c}" for r, c in messages if r in names)
+
+
+def messages_text(messages) -> str:
+    """A row's OpenAI-style `messages` ([{"role", "content"}, ...], last turn the user's) -> the text to classify;
+    ValueError naming the problem otherwise (the same rules as /v1/classify)."""
+    if not isinstance(messages, list) or not messages:
+        raise ValueError("'messages' must be a non-empty list of {\"role\", \"content\"} objects")
+    pairs = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or not isinstance(m.get("content"), str):
+            raise ValueError(f"messages[{i}]: expected an object with a 'role' and a string 'content'")
+        if m.get("role") not in ("system", "user", "assistant"):
+            raise ValueError(f"messages[{i}].role: {m.get('role')!r}; expected 'system', 'user' or 'assistant'")
+        if not m["content"].strip():
+            raise ValueError(f"messages[{i}].content is empty")
+        pairs.append((m["role"], m["content"]))
+    if pairs[-1][0] != "user":
+        raise ValueError(f"messages: the last turn must be the user message to classify; got {pairs[-1][0]!r}")
+    return render_chat(pairs)
+
+
 def example_from_dict(row: dict, *, strict_categories: bool = True, default_source: str = "") -> Example:
-    """Validate one row; raise ValueError with the reason."""
+    """Validate one row; raise ValueError with the reason. A row may give `messages` (a conversation, rendered
+    by `messages_text`) instead of `text`."""
     if not isinstance(row, dict):
         raise ValueError(f"row is not an object: {type(row).__name__}")
-    unknown = set(row) - set(_FIELDS)
+    unknown = set(row) - set(_FIELDS) - {"messages"}
     if unknown:
-        raise ValueError(f"unknown field(s) {sorted(unknown)}; allowed: {sorted(_FIELDS)}")
+        raise ValueError(f"unknown field(s) {sorted(unknown)}; allowed: {sorted(set(_FIELDS) | {'messages'})}")
     text = row.get("text")
+    if row.get("messages") is not None:
+        if text:
+            raise ValueError("give either 'text' or 'messages', not both")
+        text = messages_text(row["messages"])
     if not isinstance(text, str) or not text.strip():
-        raise ValueError("missing or empty 'text'")
+        raise ValueError("missing or empty 'text' (or 'messages')")
     label = row.get("label")
     if label not in LABELS:
         raise ValueError(f"unknown label {label!r}; expected 'safe' or 'unsafe'")
