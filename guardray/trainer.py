@@ -21,8 +21,9 @@ What it does, in order (`train_classifier`):
    A failed worker group restarts from the last epoch (`trainer.max_failures`), and re-running the same command after
    a crash resumes there too: the Ray Train run is named by a hash of the config and data.
 5. The best epoch's weights (LoRA merged) are saved with `save_pretrained` (safetensors) into `out_dir` with
-   `guardray.json` (threshold, policy, validation metrics, data summary, config) and a model card (README.md).
-   `transformers.pipeline("text-classification", model=out_dir, top_k=None)` loads it.
+   `guardray.json` (threshold, policy, how to score: long texts and pooling, validation metrics, data summary,
+   config) and a model card (README.md). `GuardClassifier.load(out_dir)` scores it as it was calibrated; a
+   `trainer.pooling=cls` checkpoint also loads in `transformers.pipeline("text-classification", top_k=None)`.
 """
 from __future__ import annotations
 
@@ -181,7 +182,7 @@ def build_model(cfg: TrainerConfig, seed: int = 0):
     from guardray.classifier import load_backbone
     from guardray.models import resolve
     torch.manual_seed(seed)  # the new head's init is the same on every worker (DDP also broadcasts rank 0's)
-    model, tok = load_backbone(resolve(cfg.warm_start or cfg.model))
+    model, tok = load_backbone(resolve(cfg.warm_start or cfg.model), pooling=cfg.pooling)
     if cfg.method == "lora":
         from peft import LoraConfig, TaskType, get_peft_model
         from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as known
@@ -189,6 +190,19 @@ def build_model(cfg: TrainerConfig, seed: int = 0):
         model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
                                                  lora_dropout=cfg.lora_dropout, target_modules=target))
     return model, tok
+
+
+def check_warm_start(cfg: TrainerConfig) -> None:
+    """A warm start continues a checkpoint as it was trained: its recorded pooling must be `cfg.pooling`."""
+    if not cfg.warm_start:
+        return
+    from guardray.classifier import read_meta
+    from guardray.core.config import ConfigError
+    from guardray.models import resolve
+    was = (read_meta(resolve(cfg.warm_start)).get("scoring") or {}).get("pooling", "cls")
+    if was != cfg.pooling:
+        raise ConfigError(f"trainer.warm_start {cfg.warm_start} was trained with pooling={was}, but "
+                          f"trainer.pooling={cfg.pooling}: set trainer.pooling={was} to continue it")
 
 
 def guard_loss(logits, y, cat_mask, pos_weight: float, category_weight: float, reduction: str = "mean",
@@ -596,6 +610,22 @@ def _model_card(meta: dict) -> str:
     def fmt(x):
         return f"{x:.4f}" if isinstance(x, float) else str(x)
     fpr_note = f", target FPR {tc['target_fpr']}" if meta["threshold_policy"] == "target_fpr" else ""
+    if (meta.get("scoring") or {}).get("pooling", "cls") == "cls":
+        usage = f"""```python
+from transformers import pipeline
+clf = pipeline("text-classification", model="PATH", top_k=None)
+scores = {{d["label"]: d["score"] for d in clf("How do I kill a Python process?")[0]}}
+unsafe = scores["unsafe"] >= {meta['threshold']:.4f}
+```"""
+    else:
+        usage = """The head reads the mean of the encoder's last hidden states (`pooling: mean`, guardray.json "scoring"),
+so load it with guardray, which also scores long texts the way the threshold was calibrated:
+
+```python
+from guardray.classifier import GuardClassifier
+clf = GuardClassifier.load("PATH")
+print(clf.predict(["How do I kill a Python process?"]))  # label (at the calibrated threshold), score, categories
+```"""
     metric_keys = ["val_f1", "val_precision", "val_recall", "val_fpr", "val_auprc", "val_roc_auc",
                    "val_recall_at_1pct_fpr", "val_category_micro_f1", "val_loss", "val_n", "val_n_unsafe"]
     return f"""---
@@ -612,12 +642,7 @@ It has 16 sigmoid outputs: `unsafe` (the decision head) and one per hazard categ
 `jailbreak`). A text is **unsafe when the `unsafe` score >= {meta['threshold']:.4f}**, the threshold calibrated on
 the validation split (policy `{meta['threshold_policy']}`{fpr_note}).
 
-```python
-from transformers import pipeline
-clf = pipeline("text-classification", model="PATH", top_k=None)
-scores = {{d["label"]: d["score"] for d in clf("How do I kill a Python process?")[0]}}
-unsafe = scores["unsafe"] >= {meta['threshold']:.4f}
-```
+{usage}
 
 ## Training data
 {s['train']['n']} training and {s['val']['n']} validation examples (validation taken from the training data,
@@ -692,6 +717,7 @@ def train_classifier(cfg: TrainerConfig, train: list[Example], out_dir, *, resou
     # would not resolve there: make local paths absolute
     cfg = dataclasses.replace(cfg, **{k: str(Path(v).resolve()) for k in ("model", "warm_start", "s2l_proxy_model")
                                       if (v := getattr(cfg, k)) and Path(v).exists()})
+    check_warm_start(cfg)
     train = list(train)
     if val is None:
         train, val = split_validation(train, val_fraction, seed if split_seed is None else split_seed,
@@ -724,7 +750,7 @@ def train_classifier(cfg: TrainerConfig, train: list[Example], out_dir, *, resou
             "target_fpr": cfg.target_fpr if cfg.threshold_policy == "target_fpr" else None,
             "max_length": cfg.max_length, "base_model": base, "warm_start": cfg.warm_start,
             # how the threshold was calibrated, so GuardClassifier scores the same way
-            "scoring": {"long_text": "head_tail", "max_length": cfg.score_max_length},
+            "scoring": {"long_text": "head_tail", "max_length": cfg.score_max_length, "pooling": cfg.pooling},
             "label_names": list(LABEL_NAMES), "best_epoch": state["best_epoch"], "val_metrics": val_m,
             "train_summary": {"train": data_summary(train), "val": data_summary(val),
                               "selection": {**sel_info, "pool": pool}},

@@ -4,7 +4,7 @@
     ray job submit --working-dir . -- python jobs/tune.py configs/tune.yaml
 
 Search space (the `tune` block, each a list of choices): lr, epochs, lora_r (only with trainer.method=lora),
-max_length, class_weight. `tune.num_samples` trials run, `tune.max_concurrent` at a time; each trial is a full Ray
+max_length, class_weight, pooling. `tune.num_samples` trials run, `tune.max_concurrent` at a time; each trial is a full Ray
 Train run (`trainer.num_workers` workers) whose per-epoch validation metrics reach Tune through
 `TuneReportCallback`, so the ASHA scheduler stops weak trials after their first epochs (grace period 1 epoch,
 max_t = the largest epochs choice). Every trial uses the same validation split, cut from the training data once.
@@ -24,20 +24,25 @@ from pathlib import Path
 from guardray.core.config import Config, dump_config
 from guardray.core.records import Example
 
-SEARCHED = ("lr", "epochs", "lora_r", "max_length", "class_weight")
+SEARCHED = ("lr", "epochs", "lora_r", "max_length", "class_weight", "pooling")
 
 
 def search_space(cfg: Config) -> dict:
     """{trainer field: tune.choice([...])} from the tune block; lora_r only when it matters (method=lora)."""
     from ray import tune
     t = cfg.tune
-    space = {"lr": t.lr, "epochs": t.epochs, "max_length": t.max_length, "class_weight": t.class_weight}
+    space = {"lr": t.lr, "epochs": t.epochs, "max_length": t.max_length, "class_weight": t.class_weight,
+             "pooling": t.pooling}
     if cfg.trainer.method == "lora":
         space["lora_r"] = t.lora_r
     for k, v in space.items():
         if not v:
             from guardray.errors import UsageError
             raise UsageError(f"tune.{k}: empty list of choices; give at least one value")
+    from guardray.classifier import POOLINGS
+    if bad := [p for p in t.pooling if p not in POOLINGS]:
+        from guardray.errors import UsageError
+        raise UsageError(f"tune.pooling: {bad[0]!r} is not a pooling; use {' or '.join(POOLINGS)}")
     pick = tune.grid_search if cfg.tune.grid else tune.choice
     return {k: pick(list(v)) for k, v in space.items()}
 

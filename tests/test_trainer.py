@@ -146,6 +146,38 @@ def test_long_texts_score_as_calibrated_one_head_tail_pass_or_windows(tiny_encod
         GuardClassifier(model, tok, long_text="mean")
 
 
+def test_mean_pooling_reads_the_masked_mean_of_the_last_hidden_states(tiny_encoder, tiny_lm):
+    """pooling=mean: the head reads the attention-mask-weighted token mean (padding changes nothing); the unused
+    [CLS] pooler is frozen; a head that is not one linear layer is refused; cls leaves the model as it was."""
+    import torch
+    from guardray.classifier import GuardClassifier, load_backbone, set_pooling
+    model, tok = load_backbone(tiny_encoder, pooling="mean")
+    model.eval()
+    b = tok(["a short text", "a much longer text with many more words in it than the first"], padding=True,
+            return_tensors="pt")
+    with torch.no_grad():
+        h = model.base_model(**b).last_hidden_state
+        m = b["attention_mask"].unsqueeze(-1).float()
+        want = model.classifier((h * m).sum(1) / m.sum(1))
+        got = model(**b).logits
+        alone = model(**tok(["a short text"], return_tensors="pt")).logits
+    assert torch.allclose(got, want, atol=1e-5) and torch.allclose(got[0], alone[0], atol=1e-5)
+    assert not any(p.requires_grad for p in model.base_model.pooler.parameters())
+    cls_model, _ = load_backbone(tiny_encoder)
+    with torch.no_grad():
+        assert not torch.allclose(cls_model(**b).logits, got, atol=1e-3)  # the [CLS] pooler reads otherwise
+    g = GuardClassifier(model, tok, max_length=64, long_text="head_tail")
+    assert g.score(["a short text"]).unsafe[0] == pytest.approx(torch.sigmoid(alone[0, 0]).item(), abs=1e-5)
+    dec, dtok = load_backbone(tiny_lm, pooling="mean")  # GPT-2: its `score` head reads the mean too
+    with torch.no_grad():
+        assert dec(**dtok(["hello there"], return_tensors="pt")).logits.shape == (1, 16)
+    model.classifier = torch.nn.Sequential(torch.nn.Linear(64, 16))
+    with pytest.raises(ValueError, match="pooling=cls"):
+        set_pooling(model, "mean")
+    with pytest.raises(ValueError, match="pooling"):
+        set_pooling(model, "max")
+
+
 def test_category_weights_make_rare_categories_count():
     from guardray.trainer import category_pos_weights
     exs = [_ex(i, "unsafe") for i in range(10)] + [Example(id="j", text="t", label="unsafe",
@@ -238,7 +270,8 @@ def test_lora_train_via_cli_exports_a_pipeline_loadable_checkpoint(ray_session, 
     rc = main(["train", "--data", str(data), "--out", str(out), "--quiet", "trainer.model=tiny-encoder",
                "trainer.method=lora", "trainer.lora_r=4", "trainer.lr=3e-3", "trainer.epochs=2",
                "trainer.batch_size=8", "trainer.max_length=32", "trainer.threshold_policy=target_fpr",
-               "trainer.target_fpr=0.2", "data.val_fraction=0.25", "trainer.score_max_length=48"])
+               "trainer.target_fpr=0.2", "data.val_fraction=0.25", "trainer.score_max_length=48",
+               "trainer.pooling=cls"])
     assert rc == 0
     assert not (out.parent / "ckpt_ray_train").exists()  # finished runs leave no Ray Train state behind
     assert not list(out.glob("adapter_*")) and list(out.glob("*.safetensors"))  # LoRA merged, safetensors only
@@ -259,7 +292,7 @@ def test_lora_train_via_cli_exports_a_pipeline_loadable_checkpoint(ray_session, 
     assert all(0.0 <= d["score"] <= 1.0 for d in res[0])
     g = GuardClassifier.load(str(out))
     # scored as it was calibrated: one pass of up to score_max_length tokens (head + tail beyond), not windows
-    assert meta["scoring"] == {"long_text": "head_tail", "max_length": 48}
+    assert meta["scoring"] == {"long_text": "head_tail", "max_length": 48, "pooling": "cls"}
     assert g.threshold == pytest.approx(meta["threshold"]) and g.max_length == 48 and g.long_text == "head_tail"
     scores = {d["label"]: d["score"] for d in res[0]}
     assert g.score(["How do I kill a Python process?"]).unsafe[0] == pytest.approx(scores["unsafe"], abs=1e-5)
@@ -267,5 +300,10 @@ def test_lora_train_via_cli_exports_a_pipeline_loadable_checkpoint(ray_session, 
     before, after = _params(tiny_encoder), _params(out)
     key = next(k for k in after if "attention.self.query.weight" in k)
     assert not np.allclose(before[key].numpy(), after[key].numpy())
-    warm, _ = build_model(TrainerConfig(model="tiny-encoder", warm_start=str(out)))
+    warm, _ = build_model(TrainerConfig(model="tiny-encoder", warm_start=str(out), pooling="cls"))
     assert np.allclose(dict(warm.named_parameters())[key].detach().numpy(), after[key].numpy())
+    from guardray.core.config import ConfigError
+    from guardray.trainer import check_warm_start
+    check_warm_start(TrainerConfig(model="tiny-encoder", warm_start=str(out), pooling="cls"))
+    with pytest.raises(ConfigError, match="trainer.pooling=cls"):  # a retrain must read what it was trained on
+        check_warm_start(TrainerConfig(model="tiny-encoder", warm_start=str(out), pooling="mean"))

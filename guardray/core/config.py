@@ -87,6 +87,9 @@ class SynthConfig:
     # seeds longer than this skip the LLM stages (0 = no limit): a small generator cannot rewrite a 300-word post
     # within its token budget, and its prompt (prefill) is what costs on a CPU; the operators still cover them
     max_seed_chars: int = rng(0, 0, 10_000_000)
+    # only seeds in these languages go to the LLM stages (a seed's language is its `lang:<iso>` tag, "en" without
+    # one); () = all. SmolLM2-135M writes word salad in most other languages (benchmarks/synth_audit.md)
+    seed_languages: tuple[str, ...] = ()
     # label-preserving operators (guardray.core.operators: noise, framings, padding, transcripts, code-switching,
     # the prompt-attack frame) applied to the seeds by the pipeline's `operate` step; () = none
     operators: tuple[str, ...] = ("typos", "leetspeak", "spacing", "homoglyphs", "casing", "roleplay",
@@ -115,6 +118,10 @@ class CuratorConfig:
     # fidelity rounds (guardray.core.fidelity), checked against the labelled seeds, which never saw the child:
     meaning_min: float = rng(0.45, -1.0, 1.0)  # meaning: min MiniLM cosine of a child to its parent seed
     meaning_max: float = rng(0.97, -1.0, 1.0)  # meaning: above this a child is a near-copy of its parent (dropped)
+    # meaning: a paraphrase or contrastive child's length (characters) over its parent seed's must lie in
+    # [length_ratio_min, length_ratio_max]: shorter is a fragment, longer a ramble (guardray.core.fidelity)
+    length_ratio_min: float = rng(0.5, 0.0, 1000.0)
+    length_ratio_max: float = rng(2.5, 0.0, 1000.0)
     topic_min: float = rng(0.35, -1.0, 1.0)  # meaning, a child with no parent seed (augment): min mean cosine to
     #                                          its 5 nearest seeds of the intended label and category
     label_k: int = rng(10, 1, 100000)  # label: neighbours in the similarity-weighted k-NN vote over the seeds
@@ -145,6 +152,9 @@ class TrainerConfig:
     # whole in one pass, a longer one as head + tail (capped at the model's positions). Scoring long texts as the
     # max over 128-token windows flagged 17% of the long benign validation texts (benchmarks/long_text.md)
     score_max_length: int = rng(512, 8, 32768)
+    # what the head reads: "mean" = the mask-weighted mean of the last hidden states (the sentence embedding
+    # all-MiniLM-L6-v2 was trained for), "cls" = the architecture's own pooler ([CLS] for BERT, last token for GPT-2)
+    pooling: Literal["mean", "cls"] = "mean"
     weight_decay: float = rng(0.01, 0.0, 1.0)
     warmup_ratio: float = rng(0.1, 0.0, 1.0)
     class_weight: Literal["balanced", "none"] = "balanced"
@@ -271,6 +281,7 @@ class TuneConfig:
     lora_r: tuple[int, ...] = (8,)
     max_length: tuple[int, ...] = (128,)
     class_weight: tuple[str, ...] = ("balanced", "none")
+    pooling: tuple[str, ...] = ("mean",)  # trainer.pooling choices: mean, cls
 
 
 @dataclass(frozen=True)
@@ -442,6 +453,9 @@ def _check_cross(obj, where: str) -> None:
             raise ConfigError(f"{p}rounds: unknown round {bad[0]!r}; use {', '.join(CURATION_ROUNDS)}")
         if obj.meaning_min >= obj.meaning_max:
             raise ConfigError(f"{p}meaning_min: {obj.meaning_min} must be below meaning_max {obj.meaning_max}")
+        if obj.length_ratio_min >= obj.length_ratio_max:
+            raise ConfigError(f"{p}length_ratio_min: {obj.length_ratio_min} must be below length_ratio_max "
+                              f"{obj.length_ratio_max}")
     if isinstance(obj, SynthConfig):
         bad = [s for s in obj.strategies if s not in ("augment", "paraphrase", "contrastive")]
         if bad:
