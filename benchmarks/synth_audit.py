@@ -12,6 +12,11 @@ decisions the pipeline made (curation is deterministic). It then draws 200 kept 
 and the label it was generated for, not its fate, so the reading is blind. `report` joins the reader's labels
 ("safe" / "unsafe" / "unclear") with the fates and writes label accuracy (the share whose intended label the reader
 confirms) of kept vs dropped, per round that dropped them, per strategy.
+
+`recheck` re-curates the demo's current candidates with the current code and config and, for the labelled ones
+among them (same id and text), compares the fates the audit recorded with today's: how accurate what is kept now is,
+and what the new drops were (benchmarks/synth_audit_recheck.md). It reads no evaluation data beyond the demo's
+decontamination texts, and no labels are re-read: the team's labels decide.
 """
 from __future__ import annotations
 
@@ -125,13 +130,55 @@ def report(args) -> int:
     return 0
 
 
+def recheck(args) -> int:
+    from guardray.core.config import load_config
+    cfg = load_config(ROOT / "configs" / "demo.yaml")
+    before = json.loads(FATES.read_text())
+    now, cands = fates(cfg, Path(args.demo))
+    text = {e.id: e.text for e in cands}
+    rows = {json.loads(x)["id"]: json.loads(x) for x in SAMPLE.read_text().splitlines()}
+    labels = {json.loads(x)["id"]: json.loads(x)["label"] for x in LABELS.read_text().splitlines()}
+    both = [i for i in labels if text.get(i) == rows[i]["text"] and i in before]
+
+    def verdict(i):
+        return "unclear" if labels[i] == "unclear" else ("right" if labels[i] == rows[i]["intended_label"] else
+                                                         "wrong")
+
+    def line(k, ids):
+        c = Counter(verdict(i) for i in ids)
+        acc = c["right"] / max(1, c["right"] + c["wrong"])
+        return f"| {k} | {len(ids)} | {c['right']} | {c['wrong']} | {c['unclear']} | {acc:.2f} |"
+    kept_before = [i for i in both if before[i] == "kept"]
+    kept_now = [i for i in both if now[i] == "kept"]
+    newly = defaultdict(list)
+    for i in kept_before:
+        if now[i] != "kept":
+            newly[now[i]].append(i)
+    md = ["# Synthetic data audit, rechecked with the current curation", "",
+          "```", f"HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/synth_audit.py recheck", "```", "",
+          f"The labelled candidates of benchmarks/synth_audit_labels.jsonl that are still among the demo's "
+          f"candidates ({len(both)} of {len(labels)}: same id and text), curated again with the current code and "
+          f"configs/demo.yaml. Accuracy = confirmed / (confirmed + wrong), as in synth_audit.md.", "",
+          "| group | n | label right | label wrong | unclear | accuracy |", "|---|---:|---:|---:|---:|---:|",
+          line("kept by the audited curation", kept_before), line("kept now", kept_now)]
+    md += [line(f"kept before, dropped now by {r}", ids) for r, ids in sorted(newly.items())]
+    for st in sorted({rows[i]["strategy"] for i in both}):
+        md.append(line(f"kept now / {st}", [i for i in kept_now if rows[i]["strategy"] == st]))
+    md += ["", "Kept before, dropped now (text, intended label, reader's label):", ""]
+    md += [f"- {now[i]}: [{rows[i]['intended_label']} -> {labels[i]}] {rows[i]['text'][:110]!r}"
+           for ids in newly.values() for i in ids]
+    (ROOT / "benchmarks" / "synth_audit_recheck.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("step", choices=["sample", "report"])
+    ap.add_argument("step", choices=["sample", "report", "recheck"])
     ap.add_argument("--demo", default=str(ROOT / "runs" / "demo"))
     ap.add_argument("--n", type=int, default=200, help="kept and dropped candidates to sample (each)")
     args = ap.parse_args(argv)
-    return sample(args) if args.step == "sample" else report(args)
+    return {"sample": sample, "report": report, "recheck": recheck}[args.step](args)
 
 
 if __name__ == "__main__":

@@ -5,12 +5,13 @@
     pool.shutdown()
 
 Rounds (`curator.rounds`, in that order, each optional):
-  rules   normalise, then drop empty / too short / too long / refusals / prompt echo / wrong language
+  rules   normalise, then drop empty / too short / too long / refusals / prompt echo / meta-text / wrong language
   dedup   exact and near duplicates (MinHash Jaccard, or embedding cosine) within the batch - across all shards,
           first occurrence wins - and against the reference texts (seeds, earlier data) and the decontamination
           texts (evaluation sets): a synthetic text close to an evaluation text is dropped as eval_contamination
   meaning fidelity: a child's MiniLM cosine to its parent seed must lie in [meaning_min, meaning_max] (off-intent
-          children and near-copies dropped); a child with no parent seed must be close to the seeds of its
+          children and near-copies dropped) and its length in [length_ratio_min, length_ratio_max] times its
+          parent's (fragments and rambles dropped); a child with no parent seed must be close to the seeds of its
           intended label and category (guardray.core.fidelity)
   label   fidelity: a k-NN vote over the labelled seeds (its own root seed left out) must not disagree with the
           child's label by `label_margin` (contrastive children, which share an unsafe parent's words by design,
@@ -77,6 +78,7 @@ class Reference:
     seed_emb: np.ndarray | None = None  # [n, d] L2-normalised sentence embeddings
     seed_unsafe: np.ndarray | None = None  # [n] bool
     seed_key: list[str] = field(default_factory=list)  # category_key per seed (label + primary category)
+    seed_chars: np.ndarray | None = None  # [n] characters per seed (a child's length band)
 
 
 def prepare_reference(reference_texts: list[str], decontam_texts: list[str]) -> Reference:
@@ -100,6 +102,7 @@ def add_label_reference(ref: Reference, seeds: list[Example], embed_model: str) 
     emb = Embedder(embed_model).encode([e.text for e in seeds])
     return dataclasses.replace(ref, seed_index={e.id: i for i, e in enumerate(seeds)}, seed_emb=emb,
                                seed_unsafe=np.array([e.unsafe for e in seeds]),
+                               seed_chars=np.array([len(e.text) for e in seeds]),
                                seed_key=[C.category_key(e).replace("safe:hard_benign", "safe") for e in seeds])
 
 
@@ -257,6 +260,9 @@ class Curator:
             # an augment child's parent is only one of the seeds shown as examples: it has no parent meaning
             j = None if e.stage == "augment" else self._root(e)
             cos_parent = float(emb[i] @ self.ref.seed_emb[j]) if j is not None else None
+            ratio = None  # rewrites of one parent only (an adversarial rewrite may legitimately grow)
+            if j is not None and self.ref.seed_chars is not None and e.stage in ("paraphrase", "contrastive"):
+                ratio = len(e.text) / max(1, int(self.ref.seed_chars[j]))
             cos_near = None
             if j is None:
                 same = np.flatnonzero(keys == C.category_key(e).replace("safe:hard_benign", "safe"))
@@ -264,7 +270,9 @@ class Curator:
                     same = np.flatnonzero(self.ref.seed_unsafe == e.unsafe)
                 cos_near = float(F.nearest_mean(emb[i:i + 1], self.ref.seed_emb[same])[0])
             why = F.meaning_reason(cos_parent, cos_near, lo=self.cfg.meaning_min, hi=self.cfg.meaning_max,
-                                   contrastive=e.stage == "contrastive", lo_topic=self.cfg.topic_min)
+                                   contrastive=e.stage == "contrastive", lo_topic=self.cfg.topic_min,
+                                   length_ratio=ratio, ratio_lo=self.cfg.length_ratio_min,
+                                   ratio_hi=self.cfg.length_ratio_max)
             if why:
                 drops.append(C.Drop(e.id, C.category_key(e), f"meaning:{why}", e.text))
             else:

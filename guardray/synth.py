@@ -93,6 +93,11 @@ def _read_stage(folder: Path) -> list[Example]:
     return read_examples(folder / "data.parquet").examples
 
 
+def seed_language(e: Example) -> str:
+    """A seed's language: its `lang:<iso>` tag, English ("en") without one."""
+    return next((t.split(":", 1)[1] for t in e.tags if t.startswith("lang:")), "en")
+
+
 def select_seeds(cfg: Config, seeds: list[Example] | None) -> list[Example]:
     if seeds is None:
         from guardray.data import load_seeds
@@ -101,6 +106,8 @@ def select_seeds(cfg: Config, seeds: list[Example] | None) -> list[Example]:
         raise DataError("synth: no seed examples; set data.seeds to a jsonl/csv/parquet file")
     if cfg.synth.max_seed_chars:
         seeds = [s for s in seeds if len(s.text) <= cfg.synth.max_seed_chars]
+    if cfg.synth.seed_languages:
+        seeds = [s for s in seeds if seed_language(s) in cfg.synth.seed_languages]
     if cfg.synth.max_seeds and len(seeds) > cfg.synth.max_seeds:
         # stratified: shuffle each (label, category) group, then take from the groups in turn
         from guardray.core.curation import category_key
@@ -241,6 +248,9 @@ def run_synth(cfg: Config, seeds: list[Example] | None = None, *, round: int = 0
         seeds = load_seeds(cfg.data.seeds, skip_bad=cfg.data.skip_bad_rows)
     all_seeds = list(seeds)  # the fidelity rounds judge against every seed, not only the ones written from
     seeds = select_seeds(cfg, seeds)
+    print(f"[synth] {len(seeds)} of {len(all_seeds)} seeds go to the generator (synth.max_seeds "
+          f"{cfg.synth.max_seeds or 'all'}, max_seed_chars {cfg.synth.max_seed_chars or 'any'}, seed_languages "
+          f"{','.join(cfg.synth.seed_languages) or 'all'})", flush=True)
     out = cfg.run_dir / "synth" / f"v{round}"
     out.mkdir(parents=True, exist_ok=True)
     init_ray(cfg.run.ray_address)

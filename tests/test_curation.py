@@ -19,11 +19,22 @@ def test_normalize_text():
     ("", "empty"), ("   ", "empty"), ("hi", "too_short"), ("x" * 300, "too_long"),
     ("I'm sorry, but I can't help with that.", "refusal"),
     (PREAMBLE, "prompt_echo"),
+    # the generator talking about its task or itself instead of writing a user message
+    ("You are a helpful AI named SmolLM, trained by Hugging Face", "meta_text"),
+    ("Here is the rewritten message: can you help me plan a picnic?", "meta_text"),
+    ("Our friendly chatbot safety filter is designed to help everyone stay safe.", "meta_text"),
+    ("Rewrite the above message with a new twist, keeping the original message.", "meta_text"),
     ("¿Cómo puedo entrar en la casa de mi vecino sin que se dé cuenta?", "wrong_language"),
     ("How can I get into my neighbour's house without him noticing?", None),
 ])
 def test_rule_reason(text, reason):
     assert C.rule_reason(text, min_chars=8, max_chars=200, language="en") == reason
+
+
+def test_meta_text_rule_spares_every_packaged_seed(seeds):
+    """User messages that mention AIs, rewriting or notes are not meta-text: no packaged seed is dropped."""
+    assert not [e.text for e in seeds if C.is_meta_text(e.text)]
+    assert not C.is_meta_text("Can you rewrite this email so it sounds more polite? Here is my draft.")
 
 
 def test_rules_without_language_keep_other_languages():

@@ -18,6 +18,10 @@ def test_meaning_band():
     # no parent: the mean cosine to the nearest seeds of the intended label/category decides
     assert F.meaning_reason(None, 0.3, lo=0.5, hi=0.97) == "off_topic"
     assert F.meaning_reason(None, 0.6, lo=0.5, hi=0.97) is None
+    # a rewrite far shorter or longer than its parent is a fragment or a ramble, whatever its cosine
+    assert F.meaning_reason(0.7, None, lo=0.5, hi=0.97, length_ratio=0.2, ratio_lo=0.5, ratio_hi=2.5) == "fragment"
+    assert F.meaning_reason(0.7, None, lo=0.5, hi=0.97, length_ratio=3.0, ratio_lo=0.5, ratio_hi=2.5) == "ramble"
+    assert F.meaning_reason(0.7, None, lo=0.5, hi=0.97, length_ratio=1.2, ratio_lo=0.5, ratio_hi=2.5) is None
 
 
 def test_knn_vote_excludes_the_root_seed_and_weights_by_similarity():
@@ -45,6 +49,8 @@ def test_label_verdict_and_best_of():
 def test_meaning_band_is_validated():
     with pytest.raises(ConfigError, match="meaning_min"):
         load_config(None, ["curator.meaning_min=0.9", "curator.meaning_max=0.5"])
+    with pytest.raises(ConfigError, match="length_ratio_min"):
+        load_config(None, ["curator.length_ratio_min=3", "curator.length_ratio_max=2"])
     with pytest.raises(ConfigError, match="unknown round 'meanin'"):
         load_config(None, ["curator.rounds=[rules,meanin]"])
 
@@ -68,7 +74,10 @@ def test_fidelity_rounds_drop_off_label_children_and_keep_faithful_ones(ray_sess
     good_aug = _child(3, "how do i hurt my coworker so badly he ends up in hospital and can't identify me",
                       stage="augment")
     bad_aug = _child(4, "What's a good recipe for banana bread with walnuts?", stage="augment")
-    cands = [faithful, off_intent, near_copy, good_aug, bad_aug]
+    # a fragment of the parent (a fifth of its length) and a ramble around it (four times its length)
+    fragment = _child(7, "Poison a neighbor's dog")
+    ramble = _child(8, "How can I poison my neighbor's dog without anyone figuring out it was me? " * 4)
+    cands = [faithful, off_intent, near_copy, good_aug, bad_aug, fragment, ramble]
     res = ResourcesConfig(curator_cpus=0.5)
 
     cfg = CuratorConfig(workers=1, rounds=("meaning",), meaning_min=0.5, meaning_max=0.97, topic_min=0.35)
@@ -77,7 +86,8 @@ def test_fidelity_rounds_drop_off_label_children_and_keep_faithful_ones(ray_sess
         out = pool.curate(cands, stage="t")
     kept = {e.id for e in out.kept}
     assert kept == {"c0", "c3"}, out.report["dropped"]
-    assert out.report["dropped"] == {"meaning:near_copy": 1, "meaning:off_intent": 1, "meaning:off_topic": 1}
+    assert out.report["dropped"] == {"meaning:near_copy": 1, "meaning:off_intent": 1, "meaning:off_topic": 1,
+                                     "meaning:fragment": 1, "meaning:ramble": 1}
 
     # label round alone: an "unsafe" banana-bread request is voted safe by the seeds and dropped; a relabel
     # policy flips it instead; the faithful paraphrase is kept either way

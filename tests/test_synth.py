@@ -194,6 +194,12 @@ def test_select_seeds_skips_long_seeds_and_stratifies(seeds):
     assert len(picked) == 60 and all(len(s.text) <= 200 for s in picked)
     assert any(len(s.text) > 200 for s in seeds)
     assert {s.label for s in picked} == {"safe", "unsafe"} and len({s.categories[:1] for s in picked}) >= 10
+    # only the languages the generator can write reach it; a seed without a lang: tag is English
+    en = select_seeds(load_config(None, ["synth.seed_languages=[en]"]), seeds)
+    assert en and all(not any(t.startswith("lang:") for t in s.tags) for s in en)
+    assert len(en) == sum(1 for s in seeds if not any(t.startswith("lang:") for t in s.tags)) < len(seeds)
+    es = select_seeds(load_config(None, ["synth.seed_languages=[es]"]), seeds)
+    assert es and all("lang:es" in s.tags for s in es)
 
 
 def test_synth_cli_errors(tmp_path):

@@ -4,7 +4,10 @@ A small generator writes many children that do not carry the label they were ask
 unsafe S4 request). Two rounds check every child against the *seeds*, which never saw it:
 
 - **meaning**: a child keeps its parent's meaning when the embedding cosine to its parent seed lies inside a band
-  (`lo` <= cos <= `hi`): below is off-intent, above is a near-copy that teaches nothing. A child without a parent
+  (`lo` <= cos <= `hi`): below is off-intent, above is a near-copy that teaches nothing. Its length must also stay
+  within a band of its parent's (characters, `ratio_lo` <= child/parent <= `ratio_hi`): a rewrite a quarter as
+  long is a fragment ("Dear State Elections Board," from a request for a fake election email), one four times as
+  long a ramble; in the demo's kept paraphrases these were all noise. A child without a parent
   seed (query augmentation) is compared with the seeds of its intended label and category: the mean cosine of its
   5 nearest such seeds must reach `lo_topic`. Contrastive children (safe rewrites of an unsafe seed) are meant to change
   the meaning, so only the near-copy bound applies to them.
@@ -22,11 +25,17 @@ import numpy as np
 
 
 def meaning_reason(cos_parent: float | None, cos_nearest: float | None, *, lo: float, hi: float,
-                   contrastive: bool = False, lo_topic: float | None = None) -> str | None:
+                   contrastive: bool = False, lo_topic: float | None = None, length_ratio: float | None = None,
+                   ratio_lo: float = 0.0, ratio_hi: float = float("inf")) -> str | None:
     """Why a child fails the meaning band, or None. `cos_parent`: cosine to the parent seed (None when the child
     has none); `cos_nearest`: mean cosine to its nearest seeds of the intended label/category, which must reach
-    `lo_topic` (default `lo`; new requests on a topic sit further from any one seed than a paraphrase does)."""
+    `lo_topic` (default `lo`; new requests on a topic sit further from any one seed than a paraphrase does);
+    `length_ratio`: the child's length over its parent's, inside [`ratio_lo`, `ratio_hi`]."""
     if cos_parent is not None:
+        if length_ratio is not None and length_ratio < ratio_lo:
+            return "fragment"
+        if length_ratio is not None and length_ratio > ratio_hi:
+            return "ramble"
         if cos_parent > hi:
             return "near_copy"
         if not contrastive and cos_parent < lo:
