@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def score_variants(clf, texts: list[str], window: int, batch_size: int = 32) -> dict[str, np.ndarray]:
     import torch
-    from guardray.trainer import encode
+    from guardray.train_steps import encode
     tok, model = clf.tokenizer, clf.model
     out: dict[str, np.ndarray] = {}
 
@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     from guardray.core import metrics as M
     from guardray.core.config import load_config
     from guardray.core.records import read_many
-    from guardray.trainer import split_validation
+    from guardray.core.splits import split_validation
 
     run = Path(args.run)
     cfg = load_config(run / "config.yaml")

@@ -32,7 +32,7 @@ SHIFT = {"genre:comment", "genre:post", "genre:chat", "genre:email", "genre:stor
 
 def split(kind: str):
     from guardray.data import load_seeds
-    from guardray.trainer import split_validation
+    from guardray.core.splits import split_validation
     ex = load_seeds()
     if kind == "genre":
         return [e for e in ex if not SHIFT & set(e.tags)], [e for e in ex if SHIFT & set(e.tags)]
@@ -75,7 +75,7 @@ def finetune(pool: str, kind: str) -> None:
     from sklearn.metrics import average_precision_score, roc_auc_score
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from guardray.models import resolve
-    from guardray.trainer import lr_lambda
+    from guardray.train_steps import lr_lambda
     torch.set_num_threads(2)
     tr, va = split(kind)
     print(len(tr), sum(e.unsafe for e in tr), len(va), sum(e.unsafe for e in va), flush=True)

@@ -161,7 +161,8 @@ def train(cfg: Config, examples: list[Example], round: int, warm_start: str, sta
     done = state.get(f"train/{round}{arm}")
     if done:
         return done
-    from guardray.trainer import split_validation, train_classifier
+    from guardray.core.splits import split_validation
+    from guardray.trainer import train_classifier
     tcfg = dataclasses.replace(cfg.trainer, warm_start=warm_start or cfg.trainer.warm_start)
     # one split for every round (split_seed fixed): no retrain validates on its past
     fit, val = split_validation(examples, cfg.data.val_fraction, cfg.run.seed, safe_share=cfg.data.val_safe_share)

@@ -26,16 +26,17 @@ def loss_trajectories(examples: list[Example], cfg: TrainerConfig, *, seed: int 
                       device: str = "cpu", progress: bool = False) -> np.ndarray:
     """Train the proxy `cfg.s2l_proxy_model` on `examples`; return per-example losses [n, POINTS_PER_EPOCH*epochs]."""
     import torch
-    from guardray import trainer as T
+    from guardray import train_steps as T
+    from guardray.core.splits import example_rows, pos_weight
     if threads:
         torch.set_num_threads(threads)
     pcfg = dataclasses.replace(cfg, model=cfg.s2l_proxy_model, method="full", warm_start="", lr=cfg.s2l_lr,
                                epochs=cfg.s2l_epochs)
     model, tok = T.build_model(pcfg, seed)
     model.to(device)
-    rows = T._rows(examples)
+    rows = example_rows(examples)
     feats = T.encode(tok, rows, pcfg.max_length)
-    pw = T.pos_weight(examples, pcfg.class_weight)
+    pw = pos_weight(examples, pcfg.class_weight)
     steps = len(T.epoch_batches(len(rows), pcfg.batch_size, 0, seed)) * pcfg.epochs
     opt, sched = T.make_optimizer(model, pcfg, steps)
     everyone = list(range(len(rows)))

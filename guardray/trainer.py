@@ -20,6 +20,9 @@ What it does, in order (`train_classifier`):
    Ray Train with a checkpoint (weights + optimizer state). Early stopping on validation AUPRC.
    A failed worker group restarts from the last epoch (`trainer.max_failures`), and re-running the same command after
    a crash resumes there too: the Ray Train run is named by a hash of the config and data.
+The data maths (targets, the validation split, class weights) are `guardray.core.splits`; the model, loss and
+epoch steps `guardray.train_steps`; this module is the Ray Train role around them, the export and the CLI.
+
 5. The best epoch's weights (LoRA merged) are saved with `save_pretrained` (safetensors) into `out_dir` with
    `guardray.json` (threshold, policy, how to score: long texts and pooling, validation metrics, data summary,
    config) and a model card (README.md). `GuardClassifier.load(out_dir)` scores it as it was calibrated; a
@@ -41,10 +44,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from guardray.classifier import LABEL_NAMES, META_FILE, head_tail_features
+from guardray.classifier import LABEL_NAMES, META_FILE
 from guardray.core.config import Config, ResourcesConfig, TrainerConfig, to_dict
 from guardray.core.records import DataError, Example
-from guardray.core.taxonomy import CATEGORY_CODES
+# the data maths (guardray.core.splits) and the torch steps (guardray.train_steps) live in their own modules, which
+# guardray.selection uses without importing this one (no import cycle); split_validation is re-exported here
+from guardray.core.splits import (category_pos_weights, check_data, data_summary, example_rows, pos_weight,
+                                  split_validation)
+from guardray.train_steps import (build_model, check_warm_start, encode, epoch_batches, load_trainable,
+                                  make_optimizer, predict, scoring_length, train_epoch, trainable_state, val_metrics)
 
 TRAIN_STATE = "train_state.json"  # inside the final Ray Train checkpoint: history and best epoch
 MONITOR = "val_auprc"  # early stopping and best-epoch choice (threshold-free, so calibration noise does not leak)
@@ -58,108 +66,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)  # one dict per epoch, as reported to Ray Train
 
 
-# ---------------------------------------------------------------- data preparation (driver side, no Ray)
-
-def targets(ex: Example) -> list[float]:
-    """16 targets in LABEL_NAMES order: unsafe, then one per taxonomy category."""
-    return [1.0 if ex.unsafe else 0.0] + [1.0 if c in ex.categories else 0.0 for c in CATEGORY_CODES]
-
-
-def _rows(examples: list[Example]) -> list[dict]:
-    """What the Train workers need per example (kept small: it travels through the object store)."""
-    return [{"text": e.text, "y": targets(e), "cat": bool(e.unsafe and e.categories)} for e in examples]
-
-
-def split_validation(examples: list[Example], fraction: float, seed: int = 0, safe_share: float = 0.0
-                     ) -> tuple[list[Example], list[Example]]:
-    """(train, val) with about `fraction` of the examples in val.
-
-    Groups, not examples, are split: examples sharing a root seed (`seed_id or id`) or an identical normalised text
-    stay together, so a paraphrase or operator child never validates its own seed and no child of a validation
-    seed is trained on. Groups are stratified by whether they hold any unsafe example, so both labels reach the
-    validation split whenever each has two or more groups. `safe_share` > 0 caps the unsafe part so that safe
-    examples are at least that share of the split (the rest stays in training): deployment traffic is mostly
-    benign, and a threshold calibrated on a 65%-unsafe split flags too much of it."""
-    import numpy as np
-    if fraction <= 0 or len(examples) < 2:
-        return list(examples), []
-    parent = list(range(len(examples)))
-
-    def find(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    first: dict[str, int] = {}
-    for i, e in enumerate(examples):
-        for key in ("r:" + (e.seed_id or e.id), "t:" + " ".join(e.text.lower().split())):
-            j = first.setdefault(key, i)
-            parent[find(i)] = find(j)
-    groups: dict[int, list[int]] = {}
-    for i in range(len(examples)):
-        groups.setdefault(find(i), []).append(i)
-    rng = np.random.default_rng(seed)
-    val_idx: list[int] = []
-    n_safe = n_unsafe = 0
-    for unsafe in (False, True):  # safe-only groups first, so the unsafe part can be capped against them
-        stratum = [g for g in groups.values() if any(examples[i].unsafe for i in g) == unsafe]
-        if len(stratum) < 2:
-            continue
-        want = round(fraction * sum(len(g) for g in stratum))
-        got = 0
-        for k in rng.permutation(len(stratum)):
-            if got >= want:
-                break
-            g = stratum[k]
-            u = sum(examples[i].unsafe for i in g)
-            if unsafe and safe_share > 0 and n_unsafe + u > (n_safe + len(g) - u) * (1 - safe_share) / safe_share:
-                continue  # it would tip the split past the benign share: this group trains
-            val_idx += g
-            got += len(g)
-            n_unsafe += u
-            n_safe += len(g) - u
-    vs = set(val_idx)
-    return [e for i, e in enumerate(examples) if i not in vs], [examples[i] for i in sorted(vs)]
-
-
-def pos_weight(train: list[Example], class_weight: str) -> float:
-    """BCE pos_weight for the unsafe output: n_safe / n_unsafe when balanced, else 1."""
-    if class_weight != "balanced":
-        return 1.0
-    n_pos = sum(e.unsafe for e in train)
-    return (len(train) - n_pos) / n_pos if n_pos else 1.0
-
-
-def category_pos_weights(train: list[Example], class_weight: str, cap: float = 20.0) -> list[float]:
-    """BCE pos_weight per category output, over the unsafe rows that carry categories: n_without / n_with (capped)
-    when balanced. Each category is 1/15 of those rows, so without it the head learns "no category" everywhere and
-    its micro-F1 at 0.5 stays 0."""
-    rows = [e for e in train if e.unsafe and e.categories]
-    if class_weight != "balanced" or not rows:
-        return [1.0] * len(CATEGORY_CODES)
-    n = Counter(c for e in rows for c in set(e.categories))
-    return [min(cap, (len(rows) - n[c]) / n[c]) if n[c] else 1.0 for c in CATEGORY_CODES]
-
-
-def data_summary(examples: list[Example]) -> dict:
-    """Counts by label, source, stage, round and category (for the model card and guardray.json)."""
-    return {
-        "n": len(examples),
-        "by_label": dict(Counter(e.label for e in examples)),
-        "by_source": dict(Counter(e.source or "(none)" for e in examples).most_common()),
-        "by_stage": dict(Counter(e.stage for e in examples).most_common()),
-        "by_round": {str(k): v for k, v in sorted(Counter(e.round for e in examples).items())},
-        "by_category": dict(Counter(c for e in examples for c in e.categories).most_common()),
-    }
-
-
-def _check_data(train: list[Example], what: str = "training data") -> None:
-    labels = Counter(e.label for e in train)
-    if len(train) < 2 or len(labels) < 2:
-        raise DataError(f"{what}: need examples of both labels (safe and unsafe), got {dict(labels) or 'none'}; "
-                        "add data with --data or data.extra_train")
-
+# ---------------------------------------------------------------- the run's name (driver side, no Ray)
 
 def run_name(cfg: TrainerConfig, train: list[Example], val: list[Example], seed: int) -> str:
     """Stable Ray Train run name: the same config + data + seed resumes the same run after a crash."""
@@ -171,223 +78,6 @@ def run_name(cfg: TrainerConfig, train: list[Example], val: list[Example], seed:
         for e in exs:
             h.update(f"{e.id}\x00{e.label}\x00{','.join(e.categories)}\x00{e.text}\x01".encode())
     return "classifier-" + h.hexdigest()[:16]
-
-
-# ---------------------------------------------------------------- model, loss, one epoch (shared by workers,
-# the S2L proxy and the throughput benchmark's plain-PyTorch baseline)
-
-def build_model(cfg: TrainerConfig, seed: int = 0):
-    """(model, tokenizer): the backbone or `cfg.warm_start` with the 16-output head, LoRA-wrapped if asked."""
-    import torch
-    from guardray.classifier import load_backbone
-    from guardray.models import resolve
-    torch.manual_seed(seed)  # the new head's init is the same on every worker (DDP also broadcasts rank 0's)
-    model, tok = load_backbone(resolve(cfg.warm_start or cfg.model), pooling=cfg.pooling)
-    if cfg.method == "lora":
-        from peft import LoraConfig, TaskType, get_peft_model
-        from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as known
-        target = known.get(model.config.model_type, "all-linear")
-        model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                                                 lora_dropout=cfg.lora_dropout, target_modules=target))
-    return model, tok
-
-
-def check_warm_start(cfg: TrainerConfig) -> None:
-    """A warm start continues a checkpoint as it was trained: its recorded pooling must be `cfg.pooling`."""
-    if not cfg.warm_start:
-        return
-    from guardray.classifier import read_meta
-    from guardray.core.config import ConfigError
-    from guardray.models import resolve
-    was = (read_meta(resolve(cfg.warm_start)).get("scoring") or {}).get("pooling", "cls")
-    if was != cfg.pooling:
-        raise ConfigError(f"trainer.warm_start {cfg.warm_start} was trained with pooling={was}, but "
-                          f"trainer.pooling={cfg.pooling}: set trainer.pooling={was} to continue it")
-
-
-def guard_loss(logits, y, cat_mask, pos_weight: float, category_weight: float, reduction: str = "mean",
-               cat_pos_weight=None):
-    """BCE on output 0 (pos_weight on unsafe) + category_weight * mean BCE over the category outputs of rows in
-    `cat_mask` (unsafe rows with categories; `cat_pos_weight` per category). reduction="none" gives the
-    per-example loss (used by S2L)."""
-    import torch
-    import torch.nn.functional as F
-    pw = torch.tensor(pos_weight, dtype=logits.dtype, device=logits.device)
-    binary = F.binary_cross_entropy_with_logits(logits[:, 0], y[:, 0], pos_weight=pw, reduction="none")
-    cpw = None if cat_pos_weight is None else torch.as_tensor(cat_pos_weight, dtype=logits.dtype,
-                                                               device=logits.device)
-    cat = F.binary_cross_entropy_with_logits(logits[:, 1:], y[:, 1:], reduction="none", pos_weight=cpw).mean(1)
-    m = cat_mask.to(logits.dtype)
-    if reduction == "none":
-        return binary + category_weight * cat * m
-    # the category term averages over the rows that have one; `* 0` keeps the graph identical when none do
-    cat_term = (cat * m).sum() / m.sum() if bool(m.sum() > 0) else cat.sum() * 0.0
-    return binary.mean() + category_weight * cat_term
-
-
-def encode(tok, rows: list[dict], max_length: int) -> list[dict]:
-    """Token features per row. A text longer than `max_length` keeps its first quarter and its last three quarters
-    of the budget (head + tail), not just the head: harm at the end of a long benign message must reach training,
-    as the serving path's windows see it."""
-    return head_tail_features(tok, [r["text"] for r in rows], max_length)
-
-
-def scoring_length(tok, cfg: TrainerConfig) -> int:
-    """Tokens per scored input: `score_max_length`, capped by the tokenizer's (model's) maximum."""
-    cap = getattr(tok, "model_max_length", None)
-    return min(cfg.score_max_length, cap) if cap and cap < 1_000_000 else cfg.score_max_length
-
-
-def collate(tok, feats: list[dict], rows: list[dict], idx) -> dict:
-    import torch
-    batch = dict(tok.pad([feats[i] for i in idx], return_tensors="pt"))
-    batch["y"] = torch.tensor([rows[i]["y"] for i in idx], dtype=torch.float32)
-    batch["cat"] = torch.tensor([rows[i]["cat"] for i in idx], dtype=torch.bool)
-    return batch
-
-
-def epoch_batches(n: int, batch_size: int, epoch: int, seed: int, rank: int = 0, world: int = 1,
-                  lengths: list[int] | None = None, group: int = 50) -> list[list[int]]:
-    """This rank's batches for one epoch: a seeded shuffle, padded (by wrapping) so every rank gets the same number
-    of steps, as DDP needs, then strided across ranks like DistributedSampler. With `lengths`, batches are
-    length-grouped (as transformers' LengthGroupedSampler): each run of `group` batches is sorted by length before
-    it is cut, and the batches are shuffled, so a batch pads to similar lengths and one long text does not make 31
-    short ones pay for its padding."""
-    import torch
-    g = torch.Generator().manual_seed(seed * 100003 + epoch)
-    perm = torch.randperm(n, generator=g).tolist()
-    per_rank = math.ceil(n / world)
-    perm += perm[: per_rank * world - n]
-    mine = perm[rank::world]
-    if lengths is None:
-        return [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
-    mega = batch_size * group
-    out = []
-    for s in range(0, len(mine), mega):
-        chunk = sorted(mine[s:s + mega], key=lambda i: -lengths[i])
-        out += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
-    order = torch.randperm(len(out), generator=g).tolist()
-    return [out[i] for i in order]
-
-
-def lr_lambda(total_steps: int, warmup_ratio: float):
-    warm = int(warmup_ratio * total_steps)
-
-    def f(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        return max(0.0, (total_steps - step) / max(1, total_steps - warm))
-    return f
-
-
-def make_optimizer(model, cfg: TrainerConfig, total_steps: int):
-    import torch
-    decay, no_decay = [], []
-    for n, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim < 2 or "norm" in n.lower() else decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total_steps, cfg.warmup_ratio))
-    return opt, sched
-
-
-def autocast(device):
-    """bf16 autocast on CUDA (fp32 master weights and loss); a no-op on CPU."""
-    import contextlib
-    import torch
-    if str(device).startswith("cuda"):
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def train_epoch(model, tok, feats, rows, batches, opt, sched, *, pos_weight: float, category_weight: float,
-                device="cpu", max_grad_norm: float = 1.0, progress=None, cat_pos_weight=None) -> tuple[float, int]:
-    """One pass over `batches`; returns (mean loss, examples seen)."""
-    import torch
-    model.train()
-    total, seen = 0.0, 0
-    for idx in batches:
-        b = collate(tok, feats, rows, idx)
-        b = {k: v.to(device) for k, v in b.items()}
-        y, cat = b.pop("y"), b.pop("cat")
-        with autocast(device):
-            logits = model(**b).logits
-        loss = guard_loss(logits.float(), y, cat, pos_weight, category_weight, cat_pos_weight=cat_pos_weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], max_grad_norm)
-        opt.step()
-        sched.step()
-        total += float(loss.detach()) * len(idx)
-        seen += len(idx)
-        if progress is not None:
-            progress.update(1)
-    return total / max(seen, 1), seen
-
-
-def predict(model, tok, feats, rows, idx_list: list[int], batch_size: int, *, pos_weight: float,
-            category_weight: float, device="cpu", cat_pos_weight=None):
-    """(probabilities [n, 16], per-example losses [n]) for the examples `idx_list`, length-bucketed."""
-    import numpy as np
-    import torch
-    model.eval()
-    order = sorted(idx_list, key=lambda i: len(feats[i]["input_ids"]))
-    probs, losses = {}, {}
-    with torch.inference_mode():
-        for s in range(0, len(order), batch_size):
-            idx = order[s:s + batch_size]
-            b = {k: v.to(device) for k, v in collate(tok, feats, rows, idx).items()}
-            y, cat = b.pop("y"), b.pop("cat")
-            with autocast(device):
-                logits = model(**b).logits
-            logits = logits.float()
-            per = guard_loss(logits, y, cat, pos_weight, category_weight, reduction="none",
-                             cat_pos_weight=cat_pos_weight)
-            for j, i in enumerate(idx):
-                probs[i] = torch.sigmoid(logits[j]).cpu().numpy()
-                losses[i] = float(per[j])
-    return (np.stack([probs[i] for i in idx_list]) if idx_list else np.zeros((0, len(LABEL_NAMES))),
-            np.array([losses[i] for i in idx_list]))
-
-
-def val_metrics(y, probs, losses, threshold_policy: str, target_fpr: float) -> dict:
-    """Calibrate the threshold on the validation predictions and return the metrics at it."""
-    import numpy as np
-    from guardray.core import metrics as M
-    from guardray.core.calibration import choose_threshold
-    y = np.asarray(y)
-    u = probs[:, 0]
-    thr = choose_threshold(y[:, 0], u, threshold_policy, target_fpr)
-    at = M.binary_metrics(y[:, 0].astype(int), u, thr)
-    at05 = M.binary_metrics(y[:, 0].astype(int), u, 0.5)
-    out = {"val_loss": float(np.mean(losses)), "threshold": thr,
-           "val_auprc": M.auprc(y[:, 0].astype(int), u), "val_roc_auc": M.roc_auc(y[:, 0].astype(int), u),
-           "val_recall_at_1pct_fpr": M.recall_at_fpr(y[:, 0].astype(int), u, 0.01),
-           "val_f1": at["f1"], "val_precision": at["precision"], "val_recall": at["recall"], "val_fpr": at["fpr"],
-           "val_f1_at_0.5": at05["f1"], "val_n": int(len(u)), "val_n_unsafe": at["n_unsafe"]}
-    # category head: micro-F1 at 0.5 over unsafe validation rows that carry categories
-    rows = y[:, 1:].sum(1) > 0
-    if rows.any():
-        t, p = y[rows, 1:] > 0.5, probs[rows, 1:] >= 0.5
-        tp, fp, fn = (t & p).sum(), (~t & p).sum(), (t & ~p).sum()
-        out["val_category_micro_f1"] = float(2 * tp / max(2 * tp + fp + fn, 1))
-    # None (undefined) metrics become NaN so Ray/Tune can still aggregate them
-    return {k: (float("nan") if v is None else v) for k, v in out.items()}
-
-
-def trainable_state(model) -> dict:
-    """Trainable parameters (all for full fine-tuning, LoRA + head for LoRA), detached on CPU."""
-    return {n: p.detach().to("cpu", copy=True).contiguous() for n, p in model.named_parameters() if p.requires_grad}
-
-
-def load_trainable(model, state: dict) -> None:
-    names = {n for n, p in model.named_parameters() if p.requires_grad}
-    missing, extra = names - set(state), set(state) - names
-    if missing or extra:
-        raise RuntimeError(f"checkpoint does not match the model: missing {sorted(missing)[:3]}, "
-                           f"unexpected {sorted(extra)[:3]} (was it written with another model or method?)")
-    model.load_state_dict(state, strict=False)
 
 
 # ---------------------------------------------------------------- the Ray Train worker loop
@@ -572,7 +262,7 @@ class ClassifierTrainer:
         loop_config = {
             "trainer": to_dict(cfg), "seed": self.seed, "pos_weight": pos_weight(train, cfg.class_weight),
             "cat_pos_weight": category_pos_weights(train, cfg.class_weight),
-            "data": ray.put({"train": _rows(train), "val": _rows(val)}),
+            "data": ray.put({"train": example_rows(train), "val": example_rows(val)}),
             "threads": max(1, int(res.trainer_cpus_per_worker)), "progress": self.progress, "export": self.export,
             "fail_once_after_epoch": self.fail_once_after_epoch,
             "fail_marker": str(Path(self.storage_path) / self.name / "injected_failure"),
@@ -722,10 +412,10 @@ def train_classifier(cfg: TrainerConfig, train: list[Example], out_dir, *, resou
     if val is None:
         train, val = split_validation(train, val_fraction, seed if split_seed is None else split_seed,
                                       safe_share=val_safe_share)
-    _check_data(train)
+    check_data(train)
     pool = len(train)
     train, sel_info = select_training(cfg, train, seed=seed, resources=resources, progress=progress)
-    _check_data(train, f"training data after selection={cfg.selection}")
+    check_data(train, f"training data after selection={cfg.selection}")
     out_dir = Path(out_dir)
     storage = out_dir.parent.resolve() / (out_dir.name + "_ray_train")
     name = run_name(cfg, train, val, seed)

@@ -67,14 +67,14 @@ def run_tune(cfg: Config, train: list[Example], out_dir) -> dict:
     from ray.tune.schedulers import ASHAScheduler
     from guardray.ray_utils import init_ray
     from guardray.selection import select_training
-    from guardray.trainer import _check_data, split_validation
+    from guardray.core.splits import check_data, split_validation
     if not ray.is_initialized():
         init_ray(cfg.run.ray_address)
     t0 = time.perf_counter()
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     train, val = split_validation(list(train), cfg.data.val_fraction, cfg.run.seed, safe_share=cfg.data.val_safe_share)
-    _check_data(train)
+    check_data(train)
     if not val:
         from guardray.errors import UsageError
         raise UsageError("tuning needs a validation split: set data.val_fraction > 0")

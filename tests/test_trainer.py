@@ -71,7 +71,7 @@ def _ex(i, label, seed_id="", text=None):
 
 
 def test_split_validation_keeps_seed_families_together_and_stratifies():
-    from guardray.trainer import split_validation
+    from guardray.core.splits import split_validation
     exs = [_ex(i, "unsafe" if i % 3 == 0 else "safe") for i in range(60)]
     # paraphrases of e0 and e1 (same root seed) and an exact text duplicate of e2
     exs += [_ex(100 + k, "unsafe", seed_id="e0") for k in range(3)] + [_ex(200, "safe", seed_id="e1")]
@@ -88,7 +88,7 @@ def test_split_validation_keeps_seed_families_together_and_stratifies():
 
 
 def test_split_validation_benign_majority_caps_the_unsafe_part():
-    from guardray.trainer import split_validation
+    from guardray.core.splits import split_validation
     exs = [_ex(i, "unsafe" if i % 3 else "safe") for i in range(300)]  # two thirds unsafe, as the v1 seeds
     exs += [_ex(1000 + i, "unsafe", seed_id=f"e{i}") for i in range(1, 300, 3)]  # children stay with their seed
     exs += [_ex(2000 + i, "unsafe", seed_id=f"e{i}") for i in range(0, 60, 3)]  # a safe seed's jailbreak-framed child
@@ -102,7 +102,7 @@ def test_split_validation_benign_majority_caps_the_unsafe_part():
 
 
 def test_length_grouped_batches_cover_every_example_once_and_pad_less():
-    from guardray.trainer import epoch_batches
+    from guardray.train_steps import epoch_batches
     rng = np.random.default_rng(0)
     lengths = rng.integers(5, 250, size=1000).tolist()
     plain = epoch_batches(1000, 32, epoch=1, seed=0)
@@ -117,7 +117,7 @@ def test_length_grouped_batches_cover_every_example_once_and_pad_less():
 
 def test_encode_keeps_head_and_tail_of_a_long_text(tiny_encoder):
     from transformers import AutoTokenizer
-    from guardray.trainer import encode
+    from guardray.train_steps import encode
     tok = AutoTokenizer.from_pretrained(tiny_encoder)
     text = "hello there. " * 200 + "now the harmful ask at the very end"
     (f,) = encode(tok, [{"text": text}], max_length=64)
@@ -131,7 +131,7 @@ def test_long_texts_score_as_calibrated_one_head_tail_pass_or_windows(tiny_encod
     windows_max (checkpoints without a "scoring" record): several windows, the max over them."""
     import torch
     from guardray.classifier import GuardClassifier, load_backbone
-    from guardray.trainer import encode
+    from guardray.train_steps import encode
     model, tok = load_backbone(tiny_encoder)
     texts = ["hello there. " * 60 + "now the harmful ask at the very end", "a short one"]
     ht = GuardClassifier(model, tok, max_length=64, long_text="head_tail").score(texts)
@@ -178,8 +178,26 @@ def test_mean_pooling_reads_the_masked_mean_of_the_last_hidden_states(tiny_encod
         set_pooling(model, "max")
 
 
+def test_training_modules_import_without_a_cycle():
+    """trainer -> selection -> train_steps / core.splits, never back: the pieces S2L and Tune share do not import
+    the Ray Train role, and core.splits is pure."""
+    import ast
+    root = Path(__file__).resolve().parents[1] / "guardray"
+
+    def imports(path):
+        t = ast.parse(path.read_text())
+        out = {n.module for n in ast.walk(t) if isinstance(n, ast.ImportFrom) and n.module}
+        out |= {a.name for n in ast.walk(t) if isinstance(n, ast.Import) for a in n.names}
+        out |= {f"{n.module}.{a.name}" for n in ast.walk(t) if isinstance(n, ast.ImportFrom) and n.module
+                for a in n.names}
+        return out
+    for mod in ("selection.py", "train_steps.py", "core/splits.py"):
+        assert not {m for m in imports(root / mod) if m.startswith(("guardray.trainer", "guardray.tune"))}, mod
+    assert not {m for m in imports(root / "core/splits.py") if m.split(".")[0] in ("torch", "ray")}
+
+
 def test_category_weights_make_rare_categories_count():
-    from guardray.trainer import category_pos_weights
+    from guardray.core.splits import category_pos_weights
     exs = [_ex(i, "unsafe") for i in range(10)] + [Example(id="j", text="t", label="unsafe",
                                                             categories=("jailbreak",))]
     w = category_pos_weights(exs, "balanced")
@@ -189,7 +207,7 @@ def test_category_weights_make_rare_categories_count():
 
 
 def test_pos_weight_and_targets():
-    from guardray.trainer import pos_weight, targets
+    from guardray.core.splits import pos_weight, targets
     exs = [_ex(i, "unsafe" if i < 2 else "safe") for i in range(8)]
     assert pos_weight(exs, "balanced") == pytest.approx(3.0)
     assert pos_weight(exs, "none") == 1.0
@@ -199,7 +217,7 @@ def test_pos_weight_and_targets():
 
 def test_guard_loss_masks_categories_and_weights_positives():
     import torch
-    from guardray.trainer import guard_loss
+    from guardray.train_steps import guard_loss
     logits = torch.zeros(2, 16)
     y = torch.zeros(2, 16)
     y[0, 0], y[0, 3] = 1, 1
@@ -263,7 +281,7 @@ def test_lora_train_via_cli_exports_a_pipeline_loadable_checkpoint(ray_session, 
     from transformers import pipeline
     from guardray.classifier import META_FILE, GuardClassifier, LABEL_NAMES
     from guardray.cli import main
-    from guardray.trainer import build_model
+    from guardray.train_steps import build_model
     data = tmp_path / "train.jsonl"
     write_examples(_data(seeds, 60), data)
     out = tmp_path / "ckpt"
@@ -303,7 +321,7 @@ def test_lora_train_via_cli_exports_a_pipeline_loadable_checkpoint(ray_session, 
     warm, _ = build_model(TrainerConfig(model="tiny-encoder", warm_start=str(out), pooling="cls"))
     assert np.allclose(dict(warm.named_parameters())[key].detach().numpy(), after[key].numpy())
     from guardray.core.config import ConfigError
-    from guardray.trainer import check_warm_start
+    from guardray.train_steps import check_warm_start
     check_warm_start(TrainerConfig(model="tiny-encoder", warm_start=str(out), pooling="cls"))
     with pytest.raises(ConfigError, match="trainer.pooling=cls"):  # a retrain must read what it was trained on
         check_warm_start(TrainerConfig(model="tiny-encoder", warm_start=str(out), pooling="mean"))
