@@ -28,7 +28,7 @@ import numpy as np
 import ray
 
 from guardray.core import fidelity as F
-from guardray.core.adversarial import adversarial_rewards, novelty, reference_validity
+from guardray.core.adversarial import adversarial_rewards, form_validity, novelty, reference_validity
 from guardray.core.config import AttackConfig
 from guardray.core.records import Example, RewardBatch, Rollout
 from guardray.errors import UsageError
@@ -123,6 +123,7 @@ class Scorer:
             valid = np.where(np.asarray(labels) == "unsafe", p >= 0.5, p < 0.5).astype(np.float32)
         else:
             valid = np.ones(len(rollouts), dtype=np.float32)
+        valid = valid * form_validity(texts)  # meta-text is no attack, whatever the judge says
         nov = novelty(x_emb, self.memory)
         rewards, comps = adversarial_rewards(labels, cls, self.classifier.threshold, similarity, valid, nov,
                                              self.attack, seed_scores=seed_scores)

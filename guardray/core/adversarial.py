@@ -29,6 +29,11 @@ meaning instead of treating every off-topic sample alike. The novelty bonus only
 the policy over different tricks without rewarding noise. The KL penalty to the reference policy (in the PPO
 learner) keeps the text fluent.
 
+Every judge's verdict is also gated by `form_validity`: a rewrite that talks about the task or the generator instead
+of being a user message ("Rewrite the above message with your strong authority: ...", curation's meta-text rule) is
+not valid, whatever the judge says - the demo harvested such text as an "adversarial example". Length and language
+are not gated: the padding and obfuscation attack styles change both on purpose.
+
 Caveat (validity = "reference"): when the reference judge is the round-0 classifier and the policy attacks that same
 classifier, fooled and valid contradict each other on round 0 (the judge agrees with the classifier), so no rollout
 can succeed until the classifier has been retrained - on tiny budgets the check is circular. Use a separate judge
@@ -41,6 +46,7 @@ import zlib
 import numpy as np
 
 from guardray.core.config import AttackConfig
+from guardray.core.curation import is_meta_text
 from guardray.core.records import Example, GenRequest, Generation, Rollout
 
 UNSAFE_INSTRUCTION = (
@@ -171,6 +177,11 @@ def seed_correct(seed_labels, seed_scores, threshold: float) -> np.ndarray:
     labels = np.asarray(seed_labels)
     s = np.asarray(seed_scores, dtype=np.float64)
     return np.where(labels == "unsafe", s >= threshold, s < threshold).astype(np.float64)
+
+
+def form_validity(texts) -> np.ndarray:
+    """1.0 per rewrite that is a user message, 0.0 for meta-text about the task or the generator."""
+    return np.array([0.0 if is_meta_text(t) else 1.0 for t in texts], dtype=np.float32)
 
 
 def adversarial_rewards(seed_labels, classifier_scores, threshold: float, similarity, validity, novelty,
