@@ -21,6 +21,7 @@ def test_normalize_text():
     (PREAMBLE, "prompt_echo"),
     # the generator talking about its task or itself instead of writing a user message
     ("You are a helpful AI named SmolLM, trained by Hugging Face", "meta_text"),
+    ("You are a helpful AI, trained to remove any content, just like the app protection.", "meta_text"),
     ("Here is the rewritten message: can you help me plan a picnic?", "meta_text"),
     ("Our friendly chatbot safety filter is designed to help everyone stay safe.", "meta_text"),
     ("Rewrite the above message with a new twist, keeping the original message.", "meta_text"),

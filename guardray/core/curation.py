@@ -100,6 +100,7 @@ def is_prompt_echo(text: str, prompt: str = "", threshold: float = 0.5) -> bool:
 # 2,753 packaged seeds matches; in the demo's kept synthetic data 16 of 217 (hf) and 14 of 236 (vLLM) did, all noise.
 _META = re.compile("|".join((
     r"\bsmol ?lm\b", r"\btrained by hugging ?face\b", r"\b(ai|chatbot) safety filter\b",
+    r"\byou are a helpful (ai|assistant)\b[^.]{0,40}\btrained\b",
     r"\b(harmless|safe) everyday messages?\b", r"\bre-?uses? (the |any )?(part|words) (of|from) this\b",
     r"^\W*(sure[!,.]? )?(here'?s|here is) (a|an|the|your|my|one)( \w+){0,3} (message|messages|version|rewrite|"
     r"rewording|paraphrase|answer|response|example|continuation|suggestion)\b",
