@@ -3,10 +3,10 @@
 Checkpoint layout (written by `guardray.trainer`): a Hugging Face `AutoModelForSequenceClassification` folder
 (safetensors) with 16 sigmoid outputs - output 0 is the binary **unsafe** head, outputs 1..15 the multi-label
 **category** head (taxonomy codes, `LABEL_NAMES`) - plus `guardray.json` holding the calibrated threshold and
-validation metrics. One linear layer carries both heads. The head reads the mean of the last hidden states by
-default (`trainer.pooling=mean`, recorded in guardray.json "scoring"; `set_pooling`): load it with
-`GuardClassifier.load`. A checkpoint trained with `pooling=cls` reads the architecture's own pooler, so plain
-`transformers.pipeline("text-classification", model=PATH, top_k=None)` also scores it right.
+validation metrics. One linear layer carries both heads. By default the head reads the architecture's own pooler
+(`trainer.pooling=cls`), so plain `transformers.pipeline("text-classification", model=PATH, top_k=None)` loads it
+and returns all 16 scores; a `pooling=mean` checkpoint (recorded in guardray.json "scoring"; `set_pooling`) reads
+the mean of the last hidden states and must be loaded with `GuardClassifier.load`.
 
 Scoring sorts texts by length and pads per batch (length bucketing). Long texts: a checkpoint records how its
 threshold was calibrated (`guardray.json` "scoring") and is scored the same way - `head_tail` (current trainer): a
@@ -75,7 +75,8 @@ def set_pooling(model, pooling: str):
     """Make the classifier's head read `pooling` of the encoder's last hidden states: "cls" (the architecture's
     own: BERT's pretrained [CLS] pooler, GPT-2's last token) or "mean" (the attention-mask-weighted mean over
     tokens: the sentence embedding all-MiniLM-L6-v2 was trained to produce; a frozen linear probe on the seeds
-    separates them at val AUPRC 0.87 against 0.79 for the [CLS] pooler). "mean" replaces this model object's
+    separates them at val AUPRC 0.87 against 0.78 for the [CLS] pooler, but fine-tuned, it loses on validation
+    sets with padded texts: benchmarks/pooling.md). "mean" replaces this model object's
     `forward`, so weights, `save_pretrained`, DDP and PEFT are those of the Hugging Face model; the unused [CLS]
     pooler is frozen (DDP would wait for its gradients). The checkpoint records the pooling (guardray.json
     "scoring"), and `GuardClassifier.load` restores it."""
