@@ -75,8 +75,8 @@ def set_pooling(model, pooling: str):
     """Make the classifier's head read `pooling` of the encoder's last hidden states: "cls" (the architecture's
     own: BERT's pretrained [CLS] pooler, GPT-2's last token) or "mean" (the attention-mask-weighted mean over
     tokens: the sentence embedding all-MiniLM-L6-v2 was trained to produce; a frozen linear probe on the seeds
-    separates them at val AUPRC 0.87 against 0.78 for the [CLS] pooler, but fine-tuned, it loses on validation
-    sets with padded texts: benchmarks/pooling.md). "mean" replaces this model object's
+    separates them at val AUPRC 0.87 against 0.78 for the [CLS] pooler; fine-tuned, the two are within noise:
+    benchmarks/pooling.md). "mean" replaces this model object's
     `forward`, so weights, `save_pretrained`, DDP and PEFT are those of the Hugging Face model; the unused [CLS]
     pooler is frozen (DDP would wait for its gradients). The checkpoint records the pooling (guardray.json
     "scoring"), and `GuardClassifier.load` restores it."""

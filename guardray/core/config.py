@@ -154,7 +154,7 @@ class TrainerConfig:
     score_max_length: int = rng(512, 8, 32768)
     # what the head reads: "cls" = the architecture's own pooler ([CLS] for BERT, last token for GPT-2), "mean" = the
     # mask-weighted mean of the last hidden states (all-MiniLM-L6-v2's sentence embedding). On the demo's validation
-    # (seeds + operator children) mean lost 0.936 -> 0.900 AUPRC: padding dilutes the mean (benchmarks/pooling.md)
+    # split (seeds + operator children) the pooler led, 0.910 vs 0.900 AUPRC (benchmarks/pooling.md)
     pooling: Literal["cls", "mean"] = "cls"
     weight_decay: float = rng(0.01, 0.0, 1.0)
     warmup_ratio: float = rng(0.1, 0.0, 1.0)
