@@ -107,7 +107,11 @@ def select_seeds(cfg: Config, seeds: list[Example] | None) -> list[Example]:
     if cfg.synth.max_seed_chars:
         seeds = [s for s in seeds if len(s.text) <= cfg.synth.max_seed_chars]
     if cfg.synth.seed_languages:
+        have = sorted({seed_language(s) for s in seeds})
         seeds = [s for s in seeds if seed_language(s) in cfg.synth.seed_languages]
+        if not seeds:
+            raise DataError(f"synth.seed_languages {list(cfg.synth.seed_languages)}: no seed is in those languages "
+                            f"(the seeds have {have}; a seed's language is its lang:<iso> tag, en without one)")
     if cfg.synth.max_seeds and len(seeds) > cfg.synth.max_seeds:
         # stratified: shuffle each (label, category) group, then take from the groups in turn
         from guardray.core.curation import category_key

@@ -200,6 +200,9 @@ def test_select_seeds_skips_long_seeds_and_stratifies(seeds):
     assert len(en) == sum(1 for s in seeds if not any(t.startswith("lang:") for t in s.tags)) < len(seeds)
     es = select_seeds(load_config(None, ["synth.seed_languages=[es]"]), seeds)
     assert es and all("lang:es" in s.tags for s in es)
+    from guardray.core.records import DataError
+    with pytest.raises(DataError, match="synth.seed_languages"):
+        select_seeds(load_config(None, ["synth.seed_languages=[xx]"]), seeds)
 
 
 def test_synth_cli_errors(tmp_path):
