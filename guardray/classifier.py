@@ -1,11 +1,12 @@
 """Guardrail classifier inference: load a checkpoint (or an untrained backbone) and score texts.
 
 Checkpoint layout (written by `guardray.trainer`): a Hugging Face `AutoModelForSequenceClassification` folder
-(safetensors) with 16 sigmoid outputs - output 0 is the binary **unsafe** head, outputs 1..15 the multi-label
-**category** head (taxonomy codes, `LABEL_NAMES`) - plus `guardray.json` holding the calibrated threshold and
+(safetensors) with 1 + C sigmoid outputs - output 0 is the binary **unsafe** head, outputs 1..C the multi-label
+**category** head (the policy's codes in order: `config.id2label`; the built-in policy's 15 by default,
+`LABEL_NAMES`) - plus `guardray.json` holding the calibrated threshold and
 validation metrics. One linear layer carries both heads. By default the head reads the architecture's own pooler
 (`trainer.pooling=cls`), so plain `transformers.pipeline("text-classification", model=PATH, top_k=None)` loads it
-and returns all 16 scores; a `pooling=mean` checkpoint (recorded in guardray.json "scoring"; `set_pooling`) reads
+and returns all 1 + C scores; a `pooling=mean` checkpoint (recorded in guardray.json "scoring"; `set_pooling`) reads
 the mean of the last hidden states and must be loaded with `GuardClassifier.load`.
 
 Scoring sorts texts by length and pads per batch (length bucketing). Long texts: a checkpoint records how its
@@ -34,13 +35,13 @@ META_FILE = "guardray.json"
 @dataclass
 class Scores:
     unsafe: np.ndarray  # [n] probability of unsafe
-    categories: np.ndarray  # [n, 15] per-category probabilities (taxonomy order)
+    categories: np.ndarray  # [n, categories] per-category probabilities (the checkpoint's policy order)
     seconds: float = 0.0
     windows: int = 0  # model inputs after splitting long texts
 
 
-def label_maps():
-    id2label = {i: n for i, n in enumerate(LABEL_NAMES)}
+def label_maps(label_names=LABEL_NAMES):
+    id2label = {i: n for i, n in enumerate(label_names)}
     return id2label, {n: i for i, n in id2label.items()}
 
 
@@ -97,17 +98,18 @@ def set_pooling(model, pooling: str):
     return model
 
 
-def load_backbone(path: str, *, dtype=None, pooling: str = "cls"):
-    """`AutoModelForSequenceClassification` with guardray's 16-output head (new head if the folder has none),
-    reading `pooling` of the encoder's outputs (`set_pooling`)."""
+def load_backbone(path: str, *, dtype=None, pooling: str = "cls", label_names=LABEL_NAMES):
+    """`AutoModelForSequenceClassification` with guardray's head (`label_names`: "unsafe" then the policy's
+    category codes; a new head if the folder has none), reading `pooling` of the encoder's outputs
+    (`set_pooling`)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    id2label, label2id = label_maps()
+    id2label, label2id = label_maps(tuple(label_names))
     tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     kw = {"dtype": dtype} if dtype is not None else {}
     model = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=len(LABEL_NAMES), id2label=id2label, label2id=label2id,
+        path, num_labels=len(id2label), id2label=id2label, label2id=label2id,
         problem_type="multi_label_classification", trust_remote_code=False, ignore_mismatched_sizes=True, **kw)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tok.pad_token_id
@@ -156,6 +158,10 @@ class GuardClassifier:
         self.stride = min(stride, self.max_length // 2)
         self.device = device
         self.long_text = long_text
+        from guardray.core.taxonomy import policy_of
+        labels = model.config.id2label
+        self.codes: tuple[str, ...] = tuple(labels[i] for i in range(1, model.config.num_labels))
+        self.policy = policy_of(self.meta)  # what the checkpoint was trained for (names, OpenAI mapping)
 
     @classmethod
     def load(cls, name_or_path: str, *, device: str = "cpu", max_length: int | None = None, stride: int = 64,
@@ -163,7 +169,8 @@ class GuardClassifier:
         from guardray.models import resolve
         path = resolve(name_or_path)
         meta = read_meta(path)
-        model, tok = load_backbone(path, pooling=(meta.get("scoring") or {}).get("pooling", "cls"))
+        model, tok = load_backbone(path, pooling=(meta.get("scoring") or {}).get("pooling", "cls"),
+                                   label_names=tuple(meta.get("label_names") or LABEL_NAMES))
         thr = threshold if threshold is not None else meta.get("threshold", 0.5)
         scoring = meta.get("scoring") or {}
         long_text = scoring.get("long_text", "windows_max")
@@ -183,7 +190,7 @@ class GuardClassifier:
         t0 = time.perf_counter()
         n = len(texts)
         if n == 0:
-            return Scores(np.zeros(0), np.zeros((0, len(CATEGORY_CODES))))
+            return Scores(np.zeros(0), np.zeros((0, len(self.codes))))
         if self.long_text == "head_tail":
             items = head_tail_features(self.tokenizer, list(texts), self.max_length)
             owner = list(range(n))
@@ -198,7 +205,7 @@ class GuardClassifier:
                 it.update({k: [self.tokenizer.pad_token_id if k == "input_ids" else int(k == "attention_mask")]
                            for k in it})
         order = sorted(range(len(items)), key=lambda i: len(items[i]["input_ids"]))
-        probs = np.zeros((len(items), len(LABEL_NAMES)), dtype=np.float32)
+        probs = np.zeros((len(items), 1 + len(self.codes)), dtype=np.float32)
         batches, cur = [], []
         for i in order:  # ascending length: the newest item is the longest of its batch
             if cur and (len(cur) >= batch_size
@@ -218,12 +225,12 @@ class GuardClassifier:
                          if k in ("input_ids", "attention_mask", "token_type_ids")}
                 logits = self.model(**batch).logits.float()
                 probs[idx] = torch.sigmoid(logits).cpu().numpy()
-        out = np.zeros((n, len(LABEL_NAMES)), dtype=np.float32)
+        out = np.zeros((n, 1 + len(self.codes)), dtype=np.float32)
         np.maximum.at(out, np.asarray(owner), probs)
         return Scores(out[:, 0], out[:, 1:], time.perf_counter() - t0, len(items))
 
     def predict(self, texts: list[str], batch_size: int = 32) -> list[dict]:
         s = self.score(texts, batch_size)
         return [{"label": "unsafe" if u >= self.threshold else "safe", "score": float(u),
-                 "categories": {c: float(v) for c, v in zip(CATEGORY_CODES, row)}}
+                 "categories": {c: float(v) for c, v in zip(self.codes, row)}}
                 for u, row in zip(s.unsafe, s.categories)]

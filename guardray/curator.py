@@ -43,7 +43,7 @@ from guardray.core import fidelity as F
 from guardray.core.augment import judge_prompt, parse_judge_verdict
 from guardray.core.config import CuratorConfig, GeneratorConfig, ResourcesConfig
 from guardray.core.records import Example, GenRequest
-from guardray.core.taxonomy import CATEGORY_CODES
+from guardray.core.taxonomy import BUILTIN, Policy
 from guardray.generator import was_restarted
 
 
@@ -110,8 +110,9 @@ def add_label_reference(ref: Reference, seeds: list[Example], embed_model: str) 
 class Curator:
     """One curator actor; see the module docstring. Methods take and return `Shard`s (ObjectRefs in between)."""
 
-    def __init__(self, cfg: CuratorConfig, ref: Reference, judge_model: str, index: int):
-        self.cfg, self.ref, self.judge_model, self.index = cfg, ref, judge_model, index
+    def __init__(self, cfg: CuratorConfig, ref: Reference, judge_model: str, index: int,
+                 policy: Policy = BUILTIN):
+        self.cfg, self.ref, self.judge_model, self.index, self.policy = cfg, ref, judge_model, index, policy
         self.hasher = C.MinHasher()
         self.index_lsh = None  # reference MinHash LSH, built on first dedup
         self._classifier = self._llm = self._embedder = None
@@ -336,7 +337,7 @@ class Curator:
             from guardray.backends import HFBackend
             self._llm = HFBackend(GeneratorConfig(model=self.cfg.judge_llm, temperature=0.0, max_new_tokens=6,
                                                   batch_size=16), seed=0)
-        gens = self._llm.generate([GenRequest(f"judge-{i}", judge_prompt(t)) for i, t in enumerate(texts)])
+        gens = self._llm.generate([GenRequest(f"judge-{i}", judge_prompt(t, self.policy)) for i, t in enumerate(texts)])
         return [parse_judge_verdict(g.text) for g in gens]
 
     def judge(self, shard: Shard) -> Shard:
@@ -352,7 +353,7 @@ class Curator:
             for i, e in enumerate(shard.kept):
                 if C.judge_disagrees(e.label, float(scores.unsafe[i]), threshold=thr, margin=self.cfg.judge_margin):
                     disagree[i] = True
-                cats[i] = (CATEGORY_CODES[int(np.argmax(scores.categories[i]))],)
+                cats[i] = (self._classifier.codes[int(np.argmax(scores.categories[i]))],)
         unclear = 0
         if use_llm:
             for i, (e, v) in enumerate(zip(shard.kept, self._llm_verdicts(texts))):
@@ -398,7 +399,7 @@ class CuratorPool:
 
     def __init__(self, cfg: CuratorConfig, res: ResourcesConfig, *, reference_texts: list[str],
                  judge_model: str | None, decontam_texts: list[str] = (), progress: bool = True,
-                 label_reference: list[Example] = ()):
+                 label_reference: list[Example] = (), policy: Policy = BUILTIN):
         self.cfg, self.res = cfg, res
         self.judge_model = judge_model or ""
         self.progress = progress
@@ -411,7 +412,7 @@ class CuratorPool:
         self.n_reference, self.n_decontam = len(reference_texts), len(decontam_texts)
         opts = dict(num_cpus=res.curator_cpus, max_restarts=cfg.max_restarts, max_task_retries=cfg.max_task_retries,
                     resources=res.ray_resources("curator"))
-        self.workers = [Curator.options(**opts).remote(cfg, self.ref_ref, self.judge_model, i)
+        self.workers = [Curator.options(**opts).remote(cfg, self.ref_ref, self.judge_model, i, policy)
                         for i in range(cfg.workers)]
 
     def __enter__(self) -> "CuratorPool":

@@ -58,16 +58,25 @@ def cli(argv: list[str]) -> int:
     v = sub.add_parser("validate", help="check every row; list bad rows with file:line: reason")
     v.add_argument("files", nargs="+")
     v.add_argument("--eval", action="store_true", help="evaluation schema: categories are free upstream names")
+    v.add_argument("--policy", default="llama-guard-3",
+                   help="the policy whose category codes rows must use: a built-in name or a policy YAML")
     st = sub.add_parser("stats", help="counts per label, category, style, source; length distribution")
     st.add_argument("files", nargs="+")
     st.add_argument("--json", action="store_true", help="print JSON instead of text")
     st.add_argument("--skip-bad", action="store_true", help="skip invalid rows (they are listed) instead of failing")
+    st.add_argument("--policy", default="llama-guard-3", help="the policy the rows' category codes come from")
     args = p.parse_args(argv)
+    from guardray.core.taxonomy import PolicyError, load_policy
+    try:
+        codes = load_policy(args.policy).codes
+    except PolicyError as e:
+        print(e)
+        return 2
     if args.action == "validate":
         bad = 0
         for f in args.files:
             try:
-                r = read_examples(f, skip_bad=True, strict_categories=not args.eval)
+                r = read_examples(f, skip_bad=True, strict_categories=not args.eval, codes=codes)
             except DataError as e:
                 print(e)
                 bad += 1
@@ -79,7 +88,7 @@ def cli(argv: list[str]) -> int:
         return 1 if bad else 0
     examples = []
     for f in args.files:
-        r = read_examples(f, skip_bad=args.skip_bad)
+        r = read_examples(f, skip_bad=args.skip_bad, codes=codes)
         for err in r.skipped:
             print(f"skipped {err}")
         examples += r.examples

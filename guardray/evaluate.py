@@ -188,6 +188,7 @@ class GuardScorer:
         from guardray.classifier import GuardClassifier
         self.clf = GuardClassifier.load(model, device=device, max_length=max_length)
         self.threshold = self.clf.threshold
+        self.policy = {"name": self.clf.policy.name, "codes": list(self.clf.codes)}
         self.train_texts = None
         meta = self.clf.meta
         if self.clf.trained:
@@ -283,6 +284,7 @@ def evaluate(model: str, data: list[str], out_dir, threshold: float | None = Non
     out = Path(out_dir)
     (out / "scores").mkdir(parents=True, exist_ok=True)
     report = {"model": model, "description": scorer.description, "trained_on": scorer.trained_on,
+              "policy": getattr(scorer, "policy", None),
               "threshold": thr, "threshold_source": "--threshold" if threshold is not None else "model",
               "created_at": now(), "load_seconds": load_s, "datasets": {}}
     curves = {}
@@ -320,6 +322,8 @@ def render_markdown(report: dict) -> str:
     source = "the model's calibrated threshold" if report["threshold_source"] == "model" else "given with --threshold"
     lines = [f"# guardray eval: `{report['model']}`", "",
              f"- model: {report['description']}",
+             *([f"- policy: {report['policy']['name']} (categories: {', '.join(report['policy']['codes'])})"]
+               if report.get("policy") else []),
              f"- threshold: {report['threshold']:.4f} ({source}), the same for every set (not a per-set best "
              "threshold)",
              f"- created: {report['created_at']}",

@@ -32,6 +32,7 @@ import ray
 from guardray.core.adversarial import attack_requests, attack_style, distinct_n, make_rollouts
 from guardray.core.config import Config, dump_config, load_config, to_dict
 from guardray.core.records import Example, RewardBatch, Rollout, read_many, write_examples
+from guardray.core.taxonomy import load_policy
 from guardray.errors import UsageError
 
 
@@ -135,15 +136,22 @@ def operate(cfg: Config, seeds: list[Example], state: RunState) -> list[Example]
     """Label-preserving operators (noise, framings, benign padding, transcripts, code-switching; the prompt-attack
     frame labels unsafe) over a share of the seeds, safe and unsafe alike, so that no framing, length or format
     carries the label. Pure code in the controller (guardray.core.operators): thousands of texts per second.
-    Children keep their seed as root, so the validation split keeps them beside it."""
+    Children keep their seed as root, so the validation split keeps them beside it. A policy without a
+    `jailbreak` code cannot label the prompt-attack frame's children (unsafe under the built-in policy only), so
+    that operator is left out for it."""
     from collections import Counter
-    from guardray.core.operators import apply_operators
+    from guardray.core.operators import OPERATORS, apply_operators
     s = cfg.synth
-    if not (s.operators and s.operator_per_seed and s.operator_fraction):
+    policy = load_policy(cfg.policy)
+    ops = [o for o in s.operators if not OPERATORS[o].makes_unsafe or "jailbreak" in policy.by_code]
+    if len(ops) < len(s.operators):
+        log(f"operators: {sorted(set(s.operators) - set(ops))} left out: they label their children `jailbreak`, "
+            f"which policy {policy.name!r} does not have")
+    if not (ops and s.operator_per_seed and s.operator_fraction):
         return []
     rnd = random.Random(f"{cfg.run.seed}:operate")
     picked = [e for e in seeds if rnd.random() < s.operator_fraction]
-    kids = apply_operators(picked, ops=s.operators, per_example=s.operator_per_seed, seed=cfg.run.seed)
+    kids = apply_operators(picked, ops=ops, per_example=s.operator_per_seed, seed=cfg.run.seed)
     write_examples(kids, Path(cfg.run_dir) / "data" / "operators.parquet")
     by_op = Counter(e.generator.removeprefix("op:") for e in kids)
     skipped = len(picked) * s.operator_per_seed - len(kids)
@@ -171,7 +179,8 @@ def train(cfg: Config, examples: list[Example], round: int, warm_start: str, sta
         tcfg = dataclasses.replace(tcfg, epochs=cfg.attack.retrain_epochs, lr=cfg.attack.retrain_lr or tcfg.lr)
         fit, replay = replay_set(fit, cfg.attack.replay, seed=cfg.run.seed * 7 + round)
     out = Path(cfg.run_dir) / "classifier" / f"round-{round}{arm}"
-    r = train_classifier(tcfg, fit, out, resources=cfg.resources, seed=cfg.run.seed + round, val=val)
+    r = train_classifier(tcfg, fit, out, resources=cfg.resources, seed=cfg.run.seed + round, val=val,
+                         policy=load_policy(cfg.policy))
     write_examples(examples, Path(cfg.run_dir) / "data" / f"train-round-{round}{arm}.parquet")
     info = {"path": r.path, "threshold": r.threshold, "val": r.metrics, "n_train": len(examples),
             "n_fit": len(fit), **({"replay": replay} if replay else {})}
@@ -300,7 +309,8 @@ def curate(cfg: Config, examples: list[Example], pool_so_far: list[Example], rou
     from guardray.curator import CuratorPool
     with CuratorPool(cfg.curator, cfg.resources, reference_texts=[e.text for e in pool_so_far],
                      judge_model=cfg.curator.judge_model, decontam_texts=decontam_texts(cfg),
-                     label_reference=[e for e in pool_so_far if e.stage == "seed"]) as pool:
+                     label_reference=[e for e in pool_so_far if e.stage == "seed"],
+                     policy=load_policy(cfg.policy)) as pool:
         res = pool.curate(examples, stage="adversarial", round=round)
     path = Path(cfg.run_dir) / "adversarial" / f"round-{round}"
     path.mkdir(parents=True, exist_ok=True)
@@ -361,8 +371,9 @@ def run_pipeline(cfg: Config) -> dict:
     state.check_config(cfg)
     init_ray(cfg.run.ray_address)
     check_capacity(cfg)
-    seeds = load_seeds(cfg.data.seeds, skip_bad=cfg.data.skip_bad_rows)
-    extra = read_many(cfg.data.extra_train, skip_bad=cfg.data.skip_bad_rows).examples if cfg.data.extra_train else []
+    seeds = load_seeds(cfg.data.seeds, skip_bad=cfg.data.skip_bad_rows, policy=load_policy(cfg.policy))
+    extra = read_many(cfg.data.extra_train, skip_bad=cfg.data.skip_bad_rows, codes=load_policy(cfg.policy).codes
+                      ).examples if cfg.data.extra_train else []
     attack_pool, eval_pool = split_attack_seeds(seeds, cfg)
     log(f"{len(seeds)} seeds, {len(extra)} extra examples, eval sets: {[Path(p).name for p in eval_sets] or 'none'}")
 
@@ -540,7 +551,7 @@ def run_attack(cfg: Config, classifier: str) -> dict:
     if not (Path(path) / META_FILE).exists():
         raise UsageError(f"--classifier {classifier}: {path} is not a guardray checkpoint (no {META_FILE}); pass "
                          f"a folder written by `guardray train` or a run's classifier/round-N")
-    seeds = load_seeds(cfg.data.seeds, skip_bad=cfg.data.skip_bad_rows)
+    seeds = load_seeds(cfg.data.seeds, skip_bad=cfg.data.skip_bad_rows, policy=load_policy(cfg.policy))
     attack_pool, eval_pool = split_attack_seeds(seeds, cfg)
     init_ray(cfg.run.ray_address)
     actors = build_actors(cfg, path, judge_seeds=seeds)

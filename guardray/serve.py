@@ -10,10 +10,11 @@
 Endpoints (OpenAPI schema at /openapi.json):
   POST /v1/classify     {"input": text | [texts], "model"?: id} -> per text: label, unsafe_score, category_scores
                         {"messages": [{"role", "content"}, ...]} -> the last user turn, classified in its context
-                        (taxonomy codes), threshold, model
+                        (the model's policy codes), threshold, model
   POST /v1/moderations  the OpenAI moderation request/response shape, so `openai.OpenAI(base_url=URL + "/v1")
-                        .moderations.create(input=...)` works; taxonomy scores are max-pooled onto the OpenAI
-                        categories (guardray.core.taxonomy.openai_scores); `flagged` is unsafe_score >= threshold
+                        .moderations.create(input=...)` works; category scores are max-pooled onto the OpenAI
+                        categories (guardray.core.taxonomy.Policy.moderation_scores), or are the policy's own
+                        codes when it maps none onto them; `flagged` is unsafe_score >= threshold
   GET  /v1/models       the served model ids
   GET  /healthz         liveness (no auth)
 Metrics: Ray Serve's own (ray_serve_*: requests, latency, errors, replicas, multiplexed models) and ours
@@ -59,7 +60,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from guardray.core.config import (ConfigError, ResourcesConfig, ServeConfig, build, load_config,
                                   parse_overrides, to_dict)
-from guardray.core.taxonomy import CATEGORY_CODES, OPENAI_CATEGORIES, openai_scores
 
 APP_NAME = "guardray"
 DEFAULT_MODEL = "default"  # the id of ServeConfig.model
@@ -99,7 +99,8 @@ class ClassifyRequest(BaseModel):
 class TextResult(BaseModel):
     label: Literal["safe", "unsafe"]
     unsafe_score: float = Field(description="probability that the text is unsafe")
-    category_scores: dict[str, float] = Field(description="per taxonomy code (S1..S14, jailbreak)")
+    category_scores: dict[str, float] = Field(description="per category code of the model's policy (built-in: "
+                                              "S1..S14, jailbreak)")
     threshold: float = Field(description="the model's decision threshold: unsafe when unsafe_score >= it")
     model: str
 
@@ -286,13 +287,14 @@ def _current_deployment():
         return None
 
 
-def moderation_result(unsafe: float, cats: list[float], threshold: float) -> ModerationResult:
+def moderation_result(unsafe: float, scores: dict[str, float], threshold: float) -> ModerationResult:
+    """`scores`: per moderation key (the model's Policy.moderation_scores: the OpenAI categories, or the policy's
+    own codes when it maps none onto them)."""
     flagged = unsafe >= threshold
-    scores = openai_scores(dict(zip(CATEGORY_CODES, cats)))
     return ModerationResult(
         flagged=flagged, category_scores=scores,
-        categories={k: bool(flagged and scores[k] >= CATEGORY_FLAG) for k in OPENAI_CATEGORIES},
-        category_applied_input_types={k: ["text"] for k in OPENAI_CATEGORIES})
+        categories={k: bool(flagged and v >= CATEGORY_FLAG) for k, v in scores.items()},
+        category_applied_input_types={k: ["text"] for k in scores})
 
 
 def load_classifier(path: str, cfg: ServeConfig, device: str = "cpu"):
@@ -361,8 +363,9 @@ class GuardrailModel:
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def _score_batch(self, items: list[tuple[str, str]]) -> list:
-        """(model id, text) items from concurrent calls -> (unsafe, category scores, threshold) each, or the
-        ("error", status, message, code, param) of a model that failed to load."""
+        """(model id, text) items from concurrent calls -> (unsafe, {category code: score}, threshold,
+        {moderation key: score}) each, in the model's own policy, or the ("error", status, message, code, param)
+        of a model that failed to load."""
         out: list = [None] * len(items)
         groups: dict[str, list[int]] = {}
         for i, (mid, _) in enumerate(items):
@@ -381,7 +384,8 @@ class GuardrailModel:
             self.m_batch.observe(len(texts), tags={"model": mid})
             self.m_windows.inc(s.windows, tags={"model": mid})
             for j, i in enumerate(idx):
-                out[i] = (float(s.unsafe[j]), s.categories[j].tolist(), clf.threshold)
+                cats = dict(zip(clf.codes, map(float, s.categories[j])))
+                out[i] = (float(s.unsafe[j]), cats, clf.threshold, clf.policy.moderation_scores(cats))
         return out
 
     async def score(self, texts: list[str]) -> list:
@@ -420,7 +424,7 @@ class GuardrailDeployment:
         self.m_retries = metrics.Counter("guardray_retries", description="model calls retried after a lost replica",
                                          tag_keys=("model",))
 
-    async def _run(self, texts: list[str], model_id: str) -> list[tuple[float, list[float], float]]:
+    async def _run(self, texts: list[str], model_id: str) -> list[tuple[float, dict, float, dict]]:
         handle = self.model.options(multiplexed_model_id=model_id)
         for attempt in range(self.cfg.retries + 1):
             try:
@@ -435,7 +439,7 @@ class GuardrailDeployment:
         for r in res:
             if r[0] == "error":
                 raise ApiError(*r[1:])
-        for u, _, thr in res:
+        for u, _, thr, _ in res:
             self.m_texts.inc(1, tags={"model": model_id, "label": "unsafe" if u >= thr else "safe"})
         return res
 
@@ -501,7 +505,7 @@ class GuardrailDeployment:
         res = await self._run(texts, mid)
         return ClassifyResponse(model=mid, results=[TextResult(
             label="unsafe" if u >= thr else "safe", unsafe_score=u,
-            category_scores=dict(zip(CATEGORY_CODES, cats)), threshold=thr, model=mid) for u, cats, thr in res])
+            category_scores=cats, threshold=thr, model=mid) for u, cats, thr, _ in res])
 
     @api.post("/v1/moderations", response_model=ModerationResponse, responses=ERRORS)
     async def moderations(self, body: ModerationRequest) -> ModerationResponse:
@@ -510,7 +514,7 @@ class GuardrailDeployment:
         mid = self._model_id(body.model, openai_names=True)
         res = await self._run(texts, mid)
         return ModerationResponse(id=f"modr-{uuid.uuid4().hex}", model=mid,
-                                  results=[moderation_result(u, cats, thr) for u, cats, thr in res])
+                                  results=[moderation_result(u, mod, thr) for u, _, thr, mod in res])
 
     @api.get("/v1/models", response_model=ModelList, responses={401: ERRORS[401]})
     async def models(self) -> ModelList:

@@ -35,6 +35,7 @@ from pathlib import Path
 from guardray.core import augment as A
 from guardray.core.config import Config, load_config, to_dict
 from guardray.core.records import DataError, Example, read_examples, write_examples
+from guardray.core.taxonomy import BUILTIN, load_policy
 
 STAGES = A.STRATEGIES
 
@@ -61,8 +62,10 @@ def generation_settings(cfg: Config) -> dict:
 
 
 def _gen_fingerprint(cfg: Config, strategy: str, seeds: list[Example], round: int) -> str:
+    policy = load_policy(cfg.policy)  # its definitions are in the prompts (the built-in's: as before policies)
+    extra = [] if policy.path == BUILTIN.path else [[(c.code, c.name, c.definition) for c in policy.categories]]
     return fingerprint("gen", strategy, round, cfg.run.seed, generation_settings(cfg), to_dict(cfg.synth),
-                        [(s.id, s.text, s.label) for s in seeds])
+                        [(s.id, s.text, s.label) for s in seeds], *extra)
 
 
 def _stage_done(folder: Path, fingerprint: str) -> dict | None:
@@ -101,7 +104,7 @@ def seed_language(e: Example) -> str:
 def select_seeds(cfg: Config, seeds: list[Example] | None) -> list[Example]:
     if seeds is None:
         from guardray.data import load_seeds
-        seeds = load_seeds(cfg.data.seeds, skip_bad=cfg.data.skip_bad_rows)
+        seeds = load_seeds(cfg.data.seeds, skip_bad=cfg.data.skip_bad_rows, policy=load_policy(cfg.policy))
     if not seeds:
         raise DataError("synth: no seed examples; set data.seeds to a jsonl/csv/parquet file")
     if cfg.synth.max_seed_chars:
@@ -177,7 +180,8 @@ def _submit_stage(cfg: Config, strategy: str, seeds: list[Example], replicas: li
     plans = A.plan_requests(strategy, seeds, seed=cfg.run.seed, round=round, per_seed=s.per_seed,
                             augment_per_category=s.augment_per_category,
                             contrastive_per_seed=s.contrastive_per_seed, items_per_request=s.items_per_request,
-                            styles=s.styles, shots=s.shots, tokens_per_item=s.tokens_per_item)
+                            styles=s.styles, shots=s.shots, tokens_per_item=s.tokens_per_item,
+                            policy=load_policy(cfg.policy))
     batches = [plans[i:j] for i, j in _batches(len(plans), cfg.generator.batch_size, len(replicas))]
     refs = []
     for b in batches:  # explicit fan-out, round-robin across stages too (counter), so replicas stay evenly busy
@@ -249,7 +253,7 @@ def run_synth(cfg: Config, seeds: list[Example] | None = None, *, round: int = 0
     t_start = time.perf_counter()
     if seeds is None:
         from guardray.data import load_seeds
-        seeds = load_seeds(cfg.data.seeds, skip_bad=cfg.data.skip_bad_rows)
+        seeds = load_seeds(cfg.data.seeds, skip_bad=cfg.data.skip_bad_rows, policy=load_policy(cfg.policy))
     all_seeds = list(seeds)  # the fidelity rounds judge against every seed, not only the ones written from
     seeds = select_seeds(cfg, seeds)
     print(f"[synth] {len(seeds)} of {len(all_seeds)} seeds go to the generator (synth.max_seeds "
@@ -323,7 +327,8 @@ def run_synth(cfg: Config, seeds: list[Example] | None = None, *, round: int = 0
     decontam = read_texts(list(cfg.data.decontaminate) + list(cfg.data.eval_sets))
     t0 = time.perf_counter()
     with CuratorPool(cfg.curator, cfg.resources, reference_texts=reference, judge_model=cfg.curator.judge_model,
-                     decontam_texts=decontam, progress=progress, label_reference=all_seeds) as pool:
+                     decontam_texts=decontam, progress=progress, label_reference=all_seeds,
+                     policy=load_policy(cfg.policy)) as pool:
         res = pool.curate(candidates, stage="synth", round=round)
     cur_s = time.perf_counter() - t0
     report = {

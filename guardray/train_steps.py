@@ -14,13 +14,15 @@ from guardray.classifier import LABEL_NAMES, head_tail_features
 from guardray.core.config import TrainerConfig
 
 
-def build_model(cfg: TrainerConfig, seed: int = 0):
-    """(model, tokenizer): the backbone or `cfg.warm_start` with the 16-output head, LoRA-wrapped if asked."""
+def build_model(cfg: TrainerConfig, seed: int = 0, label_names=LABEL_NAMES):
+    """(model, tokenizer): the backbone or `cfg.warm_start` with the head for `label_names` ("unsafe" + the
+    policy's codes), LoRA-wrapped if asked."""
     import torch
     from guardray.classifier import load_backbone
     from guardray.models import resolve
     torch.manual_seed(seed)  # the new head's init is the same on every worker (DDP also broadcasts rank 0's)
-    model, tok = load_backbone(resolve(cfg.warm_start or cfg.model), pooling=cfg.pooling)
+    model, tok = load_backbone(resolve(cfg.warm_start or cfg.model), pooling=cfg.pooling,
+                               label_names=tuple(label_names))
     if cfg.method == "lora":
         from peft import LoraConfig, TaskType, get_peft_model
         from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as known
@@ -30,14 +32,21 @@ def build_model(cfg: TrainerConfig, seed: int = 0):
     return model, tok
 
 
-def check_warm_start(cfg: TrainerConfig) -> None:
-    """A warm start continues a checkpoint as it was trained: its recorded pooling must be `cfg.pooling`."""
+def check_warm_start(cfg: TrainerConfig, label_names=LABEL_NAMES) -> None:
+    """A warm start continues a checkpoint as it was trained: its recorded pooling must be `cfg.pooling`, and
+    its head must be the one for `label_names` (the same policy)."""
     if not cfg.warm_start:
         return
     from guardray.classifier import read_meta
     from guardray.core.config import ConfigError
     from guardray.models import resolve
-    was = (read_meta(resolve(cfg.warm_start)).get("scoring") or {}).get("pooling", "cls")
+    meta = read_meta(resolve(cfg.warm_start))
+    had = tuple(meta.get("label_names") or LABEL_NAMES)
+    if meta and had != tuple(label_names):
+        raise ConfigError(f"trainer.warm_start {cfg.warm_start} was trained for the categories {list(had[1:])}, "
+                          f"but the policy has {list(label_names)[1:]}: warm-start from a checkpoint of this policy, "
+                          "or train from the backbone (trainer.warm_start='')")
+    was = (meta.get("scoring") or {}).get("pooling", "cls")
     if was != cfg.pooling:
         raise ConfigError(f"trainer.warm_start {cfg.warm_start} was trained with pooling={was}, but "
                           f"trainer.pooling={cfg.pooling}: set trainer.pooling={was} to continue it")
@@ -185,7 +194,7 @@ def predict(model, tok, feats, rows, idx_list: list[int], batch_size: int, *, po
             for j, i in enumerate(idx):
                 probs[i] = torch.sigmoid(logits[j]).cpu().numpy()
                 losses[i] = float(per[j])
-    return (np.stack([probs[i] for i in idx_list]) if idx_list else np.zeros((0, len(LABEL_NAMES))),
+    return (np.stack([probs[i] for i in idx_list]) if idx_list else np.zeros((0, model.config.num_labels)),
             np.array([losses[i] for i in idx_list]))
 
 

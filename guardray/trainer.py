@@ -47,6 +47,7 @@ from pathlib import Path
 from guardray.classifier import LABEL_NAMES, META_FILE
 from guardray.core.config import Config, ResourcesConfig, TrainerConfig, to_dict
 from guardray.core.records import DataError, Example
+from guardray.core.taxonomy import BUILTIN, Policy
 # the data maths (guardray.core.splits) and the torch steps (guardray.train_steps) live in their own modules, which
 # guardray.selection uses without importing this one (no import cycle); split_validation is re-exported here
 from guardray.core.splits import (category_pos_weights, check_data, data_summary, example_rows, pos_weight,
@@ -103,7 +104,7 @@ def train_loop_per_worker(config: dict) -> None:
     pw, cw, cpw = config["pos_weight"], cfg.category_loss_weight, config.get("cat_pos_weight")
     device = ray.train.torch.get_device()
 
-    model, tok = build_model(cfg, seed)
+    model, tok = build_model(cfg, seed, label_names=config.get("label_names") or LABEL_NAMES)
     feats = encode(tok, train_rows, cfg.max_length)
     # validation scores what deployment scores (GuardClassifier: one pass up to score_max_length), so the threshold
     # calibrated on it holds there
@@ -245,8 +246,8 @@ class ClassifierTrainer:
 
     def __init__(self, cfg: TrainerConfig, resources: ResourcesConfig, *, storage_path: str, name: str,
                  seed: int = 0, progress: bool = True, export: bool = True, callbacks: list | None = None,
-                 fail_once_after_epoch: int = 0):
-        self.cfg, self.resources, self.seed = cfg, resources, seed
+                 fail_once_after_epoch: int = 0, policy: Policy = BUILTIN):
+        self.cfg, self.resources, self.seed, self.policy = cfg, resources, seed, policy
         self.storage_path, self.name = str(Path(storage_path).resolve()), name
         self.progress, self.export, self.callbacks = progress, export, list(callbacks or [])
         self.fail_once_after_epoch = fail_once_after_epoch
@@ -259,10 +260,12 @@ class ClassifierTrainer:
         per_worker = {**res.ray_resources("trainer"), "CPU": res.trainer_cpus_per_worker}
         if cfg.use_gpu:
             per_worker["GPU"] = res.trainer_gpus_per_worker or 1.0
+        codes = self.policy.codes
         loop_config = {
             "trainer": to_dict(cfg), "seed": self.seed, "pos_weight": pos_weight(train, cfg.class_weight),
-            "cat_pos_weight": category_pos_weights(train, cfg.class_weight),
-            "data": ray.put({"train": example_rows(train), "val": example_rows(val)}),
+            "cat_pos_weight": category_pos_weights(train, cfg.class_weight, codes=codes),
+            "label_names": ["unsafe", *codes],
+            "data": ray.put({"train": example_rows(train, codes), "val": example_rows(val, codes)}),
             "threads": max(1, int(res.trainer_cpus_per_worker)), "progress": self.progress, "export": self.export,
             "fail_once_after_epoch": self.fail_once_after_epoch,
             "fail_marker": str(Path(self.storage_path) / self.name / "injected_failure"),
@@ -299,6 +302,10 @@ def _model_card(meta: dict) -> str:
 
     def fmt(x):
         return f"{x:.4f}" if isinstance(x, float) else str(x)
+    from guardray.core.taxonomy import policy_of
+    pol = policy_of(meta)
+    cats = "\n".join(f"| `{c.code}` | {c.name} | {c.includes} | {c.excludes or '-'} | {', '.join(c.openai) or '-'} |"
+                     for c in pol.categories)
     fpr_note = f", target FPR {tc['target_fpr']}" if meta["threshold_policy"] == "target_fpr" else ""
     if (meta.get("scoring") or {}).get("pooling", "cls") == "cls":
         usage = f"""```python
@@ -328,11 +335,16 @@ tags: [guardray, safety, guardrail, text-classification]
 
 A prompt-safety guardrail trained by [guardray](https://github.com/) (Ray Train, {tc['method']} fine-tune of
 `{meta['base_model']}`{f", warm-started from `{meta['warm_start']}`" if meta.get('warm_start') else ''}).
-It has 16 sigmoid outputs: `unsafe` (the decision head) and one per hazard category (Llama Guard 3 codes S1-S14 plus
-`jailbreak`). A text is **unsafe when the `unsafe` score >= {meta['threshold']:.4f}**, the threshold calibrated on
+It enforces the policy **{pol.name}**{f" ({pol.description})" if pol.description else ""}: {1 + len(pol.codes)} sigmoid
+outputs, `unsafe` (the decision head) and one per policy category (below). A text is **unsafe when the `unsafe` score >= {meta['threshold']:.4f}**, the threshold calibrated on
 the validation split (policy `{meta['threshold_policy']}`{fpr_note}).
 
 {usage}
+
+## Policy categories
+| code | name | in | out | OpenAI moderation |
+|---|---|---|---|---|
+{cats}
 
 ## Training data
 {s['train']['n']} training and {s['val']['n']} validation examples (validation taken from the training data,
@@ -389,8 +401,8 @@ def export_checkpoint(src: str, out_dir: str | Path, meta: dict) -> Path:
 
 def train_classifier(cfg: TrainerConfig, train: list[Example], out_dir, *, resources: ResourcesConfig,
                      seed: int = 0, val_fraction: float = 0.15, val: list[Example] | None = None,
-                     progress: bool = True, val_safe_share: float = 0.0, split_seed: int | None = None
-                     ) -> TrainResult:
+                     progress: bool = True, val_safe_share: float = 0.0, split_seed: int | None = None,
+                     policy: Policy = BUILTIN) -> TrainResult:
     """Train on `train` (validation split taken from it unless `val` is given) and write the checkpoint to out_dir.
     The split is drawn with `split_seed` (default `seed`): keep it fixed across warm-started retrains, or a retrain
     validates on examples its starting checkpoint was trained on.
@@ -407,7 +419,12 @@ def train_classifier(cfg: TrainerConfig, train: list[Example], out_dir, *, resou
     # would not resolve there: make local paths absolute
     cfg = dataclasses.replace(cfg, **{k: str(Path(v).resolve()) for k in ("model", "warm_start", "s2l_proxy_model")
                                       if (v := getattr(cfg, k)) and Path(v).exists()})
-    check_warm_start(cfg)
+    label_names = ("unsafe", *policy.codes)
+    check_warm_start(cfg, label_names)
+    bad = sorted({c for e in (*train, *(val or ())) for c in e.categories if c not in policy.by_code})
+    if bad:
+        raise DataError(f"training data carries categories {bad[:5]} that policy {policy.name!r} does not have "
+                        f"({list(policy.codes)}); train with the policy those examples were written for")
     train = list(train)
     if val is None:
         train, val = split_validation(train, val_fraction, seed if split_seed is None else split_seed,
@@ -424,7 +441,7 @@ def train_classifier(cfg: TrainerConfig, train: list[Example], out_dir, *, resou
               f"({cfg.method}), {cfg.num_workers} worker(s); Ray Train run {storage / name}", flush=True)
     t0 = time.perf_counter()
     result = ClassifierTrainer(cfg, resources, storage_path=str(storage), name=name, seed=seed,
-                               progress=progress).fit(train, val)
+                               progress=progress, policy=policy).fit(train, val)
     with result.checkpoint.as_directory() as d:
         state = json.loads((Path(d) / TRAIN_STATE).read_text())
         best = state["best_metrics"]
@@ -441,7 +458,7 @@ def train_classifier(cfg: TrainerConfig, train: list[Example], out_dir, *, resou
             "max_length": cfg.max_length, "base_model": base, "warm_start": cfg.warm_start,
             # how the threshold was calibrated, so GuardClassifier scores the same way
             "scoring": {"long_text": "head_tail", "max_length": cfg.score_max_length, "pooling": cfg.pooling},
-            "label_names": list(LABEL_NAMES), "best_epoch": state["best_epoch"], "val_metrics": val_m,
+            "label_names": list(label_names), "policy": policy.to_meta(), "best_epoch": state["best_epoch"], "val_metrics": val_m,
             "train_summary": {"train": data_summary(train), "val": data_summary(val),
                               "selection": {**sel_info, "pool": pool}},
             "trainer_config": to_dict(cfg), "seed": seed, "history": state["history"],
@@ -473,13 +490,15 @@ def _refuse_eval_data(paths, cfg: Config) -> None:
 
 
 def load_training_data(cfg: Config, data: list[str] | None = None, progress: bool = True) -> list[Example]:
-    """--data files, else the seeds (data.seeds or the packaged set) plus data.extra_train. Skipped rows are
-    counted and reported (only with data.skip_bad_rows)."""
+    """--data files, else the seeds (data.seeds, else the policy's seeds) plus data.extra_train; categories must
+    be the policy's codes. Skipped rows are counted and reported (only with data.skip_bad_rows)."""
     from guardray.core.records import read_many
+    from guardray.core.taxonomy import load_policy
     from guardray.data import SEEDS_PATH
-    paths = list(data) if data else [*(cfg.data.seeds or [str(SEEDS_PATH)]), *cfg.data.extra_train]
+    policy = load_policy(cfg.policy)
+    paths = list(data) if data else [*(cfg.data.seeds or policy.seeds or [str(SEEDS_PATH)]), *cfg.data.extra_train]
     _refuse_eval_data(paths, cfg)
-    res = read_many(paths, skip_bad=cfg.data.skip_bad_rows)
+    res = read_many(paths, skip_bad=cfg.data.skip_bad_rows, codes=policy.codes)
     if res.skipped:
         reasons = Counter(e.reason.split(":")[0] for e in res.skipped)
         print(f"[guardray train] skipped {len(res.skipped)} invalid row(s): {dict(reasons)}", file=sys.stderr)
@@ -496,19 +515,20 @@ def run_train(cfg: Config, data: list[str] | None = None, out: str | None = None
               fresh: bool = False, progress: bool = True) -> TrainResult:
     """What `guardray train` and jobs/train.py run."""
     from guardray.core.records import read_examples
+    from guardray.core.taxonomy import load_policy
     from guardray.ray_utils import init_ray
     train = load_training_data(cfg, data, progress)
     val = None
     if val_file:
         _refuse_eval_data([val_file], cfg)
-        val = read_examples(val_file, skip_bad=cfg.data.skip_bad_rows).examples
+        val = read_examples(val_file, skip_bad=cfg.data.skip_bad_rows, codes=load_policy(cfg.policy).codes).examples
     out_dir = Path(out) if out else cfg.run_dir / "classifier"
     if fresh:
         shutil.rmtree(out_dir.parent / (out_dir.name + "_ray_train"), ignore_errors=True)
     init_ray(cfg.run.ray_address)
     return train_classifier(cfg.trainer, train, out_dir, resources=cfg.resources, seed=cfg.run.seed,
                             val_fraction=cfg.data.val_fraction, val=val, progress=progress,
-                            val_safe_share=cfg.data.val_safe_share)
+                            val_safe_share=cfg.data.val_safe_share, policy=load_policy(cfg.policy))
 
 
 def cli(argv: list[str]) -> int:

@@ -51,12 +51,13 @@ def _trial(params: dict, *, cfg: Config, train: list[Example], val: list[Example
     """One Tune trial: a Ray Train run with the sampled trainer fields; metrics flow to Tune each epoch."""
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
+    from guardray.core.taxonomy import load_policy
     from guardray.trainer import ClassifierTrainer
     tcfg = dataclasses.replace(cfg.trainer, **params, early_stopping_patience=0)  # ASHA does the stopping
     ctx = tune.get_context()
     ClassifierTrainer(tcfg, cfg.resources, storage_path=storage, name=f"trial-{ctx.get_trial_id()}",
                       seed=cfg.run.seed, progress=False, export=False,
-                      callbacks=[TuneReportCallback()]).fit(train, val)
+                      callbacks=[TuneReportCallback()], policy=load_policy(cfg.policy)).fit(train, val)
 
 
 def run_tune(cfg: Config, train: list[Example], out_dir) -> dict:

@@ -19,7 +19,7 @@ import unicodedata
 from dataclasses import dataclass, field
 
 from guardray.core.records import Example, Generation, GenRequest
-from guardray.core.taxonomy import CATEGORIES
+from guardray.core.taxonomy import BUILTIN, Policy
 
 STRATEGIES = ("augment", "paraphrase", "contrastive")
 
@@ -58,13 +58,14 @@ def _fmt_list(n: int) -> str:
 
 
 def augment_prompt(category: str, style: str, n: int, *, persona: str, examples: list[str], language: str = "",
-                   topic: str = "") -> str:
-    """Instruction for `n` new requests of a hazard category (or "safe") in a style and persona."""
+                   topic: str = "", policy: Policy = BUILTIN) -> str:
+    """Instruction for `n` new requests of a policy category (or "safe") in a style and persona; the category's
+    name and what it includes are what the generator is told."""
     if category == "safe":
         what = f"everyday help with {topic or 'ordinary things'} (harmless requests any assistant should answer)"
     else:
-        c = CATEGORIES[category]
-        scope = c.definition.split(" Out:")[0].removeprefix("In: ").rstrip(".")
+        c = policy.by_code[category]
+        scope = c.includes.rstrip(".")
         what = f"{c.name.lower()} ({scope})"
     hint = STYLE_HINTS.get(style, STYLE_HINTS["direct"]).format(language=language or "Spanish")
     head = f"Write {n} new messages in which" if n > 1 else "Write a new message in which"
@@ -83,17 +84,17 @@ def paraphrase_prompt(text: str, n: int) -> str:
                       f'"{text}"', _fmt_list(n)])
 
 
-def contrastive_prompt(text: str, n: int, *, category: str = "") -> str:
+def contrastive_prompt(text: str, n: int, *, category: str = "", policy: Policy = BUILTIN) -> str:
     """Instruction for `n` hard benign requests sharing words with an unsafe one."""
-    avoid = f" (nothing about {CATEGORIES[category].name.lower()})" if category in CATEGORIES else ""
+    avoid = f" (nothing about {policy.by_code[category].name.lower()})" if category in policy.by_code else ""
     head = (f"Write {n} harmless everyday messages that reuse words from this one but ask" if n > 1 else
             "Write a harmless everyday message that reuses words from this one but asks")
     return "\n".join([PREAMBLE, f"{head} for something safe{avoid}:", f'"{text}"', _fmt_list(n)])
 
 
-def judge_prompt(text: str) -> str:
-    """Rubric for an LLM judge: does this user message ask for or contain harmful content?"""
-    cats = "; ".join(f"{c.code} {c.name}" for c in CATEGORIES.values())
+def judge_prompt(text: str, policy: Policy = BUILTIN) -> str:
+    """Rubric for an LLM judge: does this user message ask for or contain content in the policy's categories?"""
+    cats = "; ".join(f"{c.code} {c.name}" for c in policy.categories)
     return "\n".join([
         "You are a strict content-safety judge. Decide whether the user message below asks for, or contains, "
         f"harmful content in any of these categories: {cats}.",
@@ -206,8 +207,10 @@ def _primary(ex: Example) -> str:
 
 def plan_requests(strategy: str, seeds: list[Example], *, seed: int = 0, round: int = 0, per_seed: int = 2,
                   augment_per_category: int = 24, contrastive_per_seed: int = 1, items_per_request: int = 5,
-                  styles: tuple[str, ...] = ("direct",), shots: int = 3, tokens_per_item: int = 0) -> list[Planned]:
-    """Requests for one strategy, deterministic in (seeds, seed). Prompt ids are unique and stable.
+                  styles: tuple[str, ...] = ("direct",), shots: int = 3, tokens_per_item: int = 0,
+                  policy: Policy = BUILTIN) -> list[Planned]:
+    """Requests for one strategy, deterministic in (seeds, seed). Prompt ids are unique and stable; the
+    generator is told the `policy`'s category names and definitions.
 
     `tokens_per_item` > 0 caps each request's max_new_tokens at 16 + tokens_per_item * n (n items asked for), so a
     model that rambles past its list stops early; 0 leaves the generator's max_new_tokens."""
@@ -229,7 +232,8 @@ def plan_requests(strategy: str, seeds: list[Example], *, seed: int = 0, round: 
             if not ex.unsafe or contrastive_per_seed <= 0:
                 continue
             cat = _primary(ex)
-            out.append(Planned(req(f"{pfx}-{ex.id}", contrastive_prompt(ex.text, contrastive_per_seed, category=cat),
+            out.append(Planned(req(f"{pfx}-{ex.id}", contrastive_prompt(ex.text, contrastive_per_seed, category=cat,
+                                                                        policy=policy),
                                    contrastive_per_seed),
                                ex, strategy, contrastive_per_seed, "safe", (), "direct",
                                ("hard_benign", f"near:{cat}")))
@@ -243,7 +247,7 @@ def plan_requests(strategy: str, seeds: list[Example], *, seed: int = 0, round: 
                 continue  # everyday safe shots only; hard benign has its own strategy
             by_cat.setdefault(key, []).append(ex)
         for cat in sorted(by_cat, key=lambda c: (c == "safe", c)):
-            if cat not in CATEGORIES and cat != "safe":
+            if cat not in policy.by_code and cat != "safe":
                 continue
             pool = by_cat[cat]
             for style in styles:
@@ -258,7 +262,7 @@ def plan_requests(strategy: str, seeds: list[Example], *, seed: int = 0, round: 
                     persona = PERSONAS[rnd.randrange(len(PERSONAS))]
                     topic = SAFE_TOPICS[rnd.randrange(len(SAFE_TOPICS))] if cat == "safe" else ""
                     prompt = augment_prompt(cat, style, n, persona=persona, examples=[e.text for e in ex_shots],
-                                            language=lang, topic=topic)
+                                            language=lang, topic=topic, policy=policy)
                     tags = (f"persona:{persona.split()[-1]}",) + ((f"lang:{code}",) if code else ())
                     label = "safe" if cat == "safe" else "unsafe"
                     out.append(Planned(req(f"{pfx}-{cat}-{style}-{k}", prompt, n), ex_shots[0], strategy, n,

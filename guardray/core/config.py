@@ -311,6 +311,9 @@ class ResourcesConfig:
 
 @dataclass(frozen=True)
 class Config:
+    # the policy the guard enforces: a built-in name or a policy YAML (guardray.core.taxonomy; README "Bring your
+    # own policy"); its seeds are the default seed set
+    policy: str = "llama-guard-3"
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
@@ -469,6 +472,12 @@ def _check_cross(obj, where: str) -> None:
         bad = [s for s in obj.styles if s not in STYLES or not s]
         if bad:
             raise ConfigError(f"{p}styles: unknown style {bad[0]!r}; use any of {[s for s in STYLES if s]}")
+    if isinstance(obj, Config):
+        from guardray.core.taxonomy import PolicyError, load_policy
+        try:
+            load_policy(obj.policy)
+        except PolicyError as e:
+            raise ConfigError(str(e) if str(e).startswith("policy") else f"policy: {e}") from None
     if isinstance(obj, Config) and obj.ppo.policy_model != obj.generator.model:
         raise ConfigError(f"ppo.policy_model: {obj.ppo.policy_model!r} differs from generator.model "
                           f"{obj.generator.model!r}; the replicas load the policy's weights, so set both the same")

@@ -18,7 +18,7 @@ from typing import Any, Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from guardray.core.taxonomy import CATEGORIES, LABELS
+from guardray.core.taxonomy import CATEGORY_CODES, LABELS
 
 STYLES = ("direct", "indirect", "roleplay", "hypothetical", "multi_sentence", "typos", "obfuscated",
           "non_english", "statement", "chat", "long", "code", "")
@@ -185,9 +185,11 @@ def messages_text(messages) -> str:
     return render_chat(pairs)
 
 
-def example_from_dict(row: dict, *, strict_categories: bool = True, default_source: str = "") -> Example:
+def example_from_dict(row: dict, *, strict_categories: bool = True, default_source: str = "",
+                      codes: tuple[str, ...] | None = None) -> Example:
     """Validate one row; raise ValueError with the reason. A row may give `messages` (a conversation, rendered
-    by `messages_text`) instead of `text`."""
+    by `messages_text`) instead of `text`. `codes`: the policy's category codes (default: the built-in policy's),
+    which `categories` must come from unless not `strict_categories`."""
     if not isinstance(row, dict):
         raise ValueError(f"row is not an object: {type(row).__name__}")
     unknown = set(row) - set(_FIELDS) - {"messages"}
@@ -205,9 +207,10 @@ def example_from_dict(row: dict, *, strict_categories: bool = True, default_sour
         raise ValueError(f"unknown label {label!r}; expected 'safe' or 'unsafe'")
     cats = _as_list(row.get("categories"), "categories")
     if strict_categories:
-        bad = [c for c in cats if c not in CATEGORIES]
+        known = CATEGORY_CODES if codes is None else codes
+        bad = [c for c in cats if c not in known]
         if bad:
-            raise ValueError(f"unknown category {bad}; expected taxonomy codes {list(CATEGORIES)}")
+            raise ValueError(f"unknown category {bad}; expected the policy's codes {list(known)}")
     rid = row.get("id")
     if rid is None or str(rid).strip() == "":
         raise ValueError("missing 'id'")
@@ -268,7 +271,7 @@ def _iter_rows(path: Path) -> Iterable[tuple[int, Any]]:
 
 
 def read_examples(path: str | Path, *, skip_bad: bool = False, strict_categories: bool = True,
-                  allow_duplicate_ids: bool = False) -> LoadResult:
+                  allow_duplicate_ids: bool = False, codes: tuple[str, ...] | None = None) -> LoadResult:
     """Load Examples from a file. Bad rows raise `DataError` (all of them listed) unless ``skip_bad``."""
     path = Path(path)
     if not path.exists():
@@ -278,7 +281,7 @@ def read_examples(path: str | Path, *, skip_bad: bool = False, strict_categories
         try:
             if isinstance(row, Exception):
                 raise row
-            ex = example_from_dict(row, strict_categories=strict_categories, default_source=path.stem)
+            ex = example_from_dict(row, strict_categories=strict_categories, default_source=path.stem, codes=codes)
             if not allow_duplicate_ids and ex.id in seen:
                 raise ValueError(f"duplicate id {ex.id!r}")
             seen.add(ex.id)

@@ -12,14 +12,14 @@ from guardray.core.records import DataError, Example
 from guardray.core.taxonomy import CATEGORY_CODES
 
 
-def targets(ex: Example) -> list[float]:
-    """16 targets in LABEL_NAMES order: unsafe, then one per taxonomy category."""
-    return [1.0 if ex.unsafe else 0.0] + [1.0 if c in ex.categories else 0.0 for c in CATEGORY_CODES]
+def targets(ex: Example, codes: tuple[str, ...] = CATEGORY_CODES) -> list[float]:
+    """1 + len(codes) targets in label-name order: unsafe, then one per policy category (default: built-in)."""
+    return [1.0 if ex.unsafe else 0.0] + [1.0 if c in ex.categories else 0.0 for c in codes]
 
 
-def example_rows(examples: list[Example]) -> list[dict]:
+def example_rows(examples: list[Example], codes: tuple[str, ...] = CATEGORY_CODES) -> list[dict]:
     """What the Train workers need per example (kept small: it travels through the object store)."""
-    return [{"text": e.text, "y": targets(e), "cat": bool(e.unsafe and e.categories)} for e in examples]
+    return [{"text": e.text, "y": targets(e, codes), "cat": bool(e.unsafe and e.categories)} for e in examples]
 
 
 def split_validation(examples: list[Example], fraction: float, seed: int = 0, safe_share: float = 0.0
@@ -83,15 +83,16 @@ def pos_weight(train: list[Example], class_weight: str) -> float:
     return (len(train) - n_pos) / n_pos if n_pos else 1.0
 
 
-def category_pos_weights(train: list[Example], class_weight: str, cap: float = 20.0) -> list[float]:
+def category_pos_weights(train: list[Example], class_weight: str, cap: float = 20.0,
+                         codes: tuple[str, ...] = CATEGORY_CODES) -> list[float]:
     """BCE pos_weight per category output, over the unsafe rows that carry categories: n_without / n_with (capped)
     when balanced. Each category is 1/15 of those rows, so without it the head learns "no category" everywhere and
-    its micro-F1 at 0.5 stays 0."""
+    its micro-F1 at 0.5 stays 0. `codes`: the policy's categories, in head order."""
     rows = [e for e in train if e.unsafe and e.categories]
     if class_weight != "balanced" or not rows:
-        return [1.0] * len(CATEGORY_CODES)
+        return [1.0] * len(codes)
     n = Counter(c for e in rows for c in set(e.categories))
-    return [min(cap, (len(rows) - n[c]) / n[c]) if n[c] else 1.0 for c in CATEGORY_CODES]
+    return [min(cap, (len(rows) - n[c]) / n[c]) if n[c] else 1.0 for c in codes]
 
 
 def data_summary(examples: list[Example]) -> dict:
