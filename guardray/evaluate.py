@@ -267,7 +267,13 @@ def evaluate(model: str, data: list[str], out_dir, threshold: float | None = Non
         name, ex = load_eval_set(p)
         if name in sets:
             raise UsageError(f"two data sets are both named {name!r} ({sets[name][0]} and {p}); rename one")
-        sets[name] = (str(p), ex)
+        by_role = {r: [e for e in ex if e.role == r] for r in ("user", "assistant")}
+        if by_role["assistant"]:  # prompt and response rows are reported apart (two tasks, two rows)
+            for r, part in by_role.items():
+                if part:
+                    sets[f"{name}:{'response' if r == 'assistant' else 'prompt'}"] = (str(p), part)
+        else:
+            sets[name] = (str(p), ex)
     if train_file:
         tf = Path(train_file).resolve()
         for name, (p, _) in sets.items():
@@ -289,7 +295,7 @@ def evaluate(model: str, data: list[str], out_dir, threshold: float | None = Non
               "created_at": now(), "load_seconds": load_s, "datasets": {}}
     curves = {}
     for name, (p, ex) in sets.items():
-        texts = [e.text for e in ex]
+        texts = [e.model_text for e in ex]  # a response row: the role marker + its transcript
         t0 = time.perf_counter()
         scores = np.asarray(scorer.score(texts, batch_size=batch_size, progress=progress), dtype=np.float64)
         seconds = time.perf_counter() - t0

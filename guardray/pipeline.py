@@ -309,7 +309,7 @@ def curate(cfg: Config, examples: list[Example], pool_so_far: list[Example], rou
     from guardray.curator import CuratorPool
     with CuratorPool(cfg.curator, cfg.resources, reference_texts=[e.text for e in pool_so_far],
                      judge_model=cfg.curator.judge_model, decontam_texts=decontam_texts(cfg),
-                     label_reference=[e for e in pool_so_far if e.stage == "seed"],
+                     label_reference=[e for e in pool_so_far if e.stage == "seed" and e.role == "user"],
                      policy=load_policy(cfg.policy)) as pool:
         res = pool.curate(examples, stage="adversarial", round=round)
     path = Path(cfg.run_dir) / "adversarial" / f"round-{round}"
@@ -374,11 +374,15 @@ def run_pipeline(cfg: Config) -> dict:
     seeds = load_seeds(cfg.data.seeds, skip_bad=cfg.data.skip_bad_rows, policy=load_policy(cfg.policy))
     extra = read_many(cfg.data.extra_train, skip_bad=cfg.data.skip_bad_rows, codes=load_policy(cfg.policy).codes
                       ).examples if cfg.data.extra_train else []
-    attack_pool, eval_pool = split_attack_seeds(seeds, cfg)
-    log(f"{len(seeds)} seeds, {len(extra)} extra examples, eval sets: {[Path(p).name for p in eval_sets] or 'none'}")
+    # prompt seeds feed the generator, the operators and the attacker; response seeds (role assistant: a reply to
+    # a prompt) train as they are
+    prompts = [e for e in seeds if e.role == "user"]
+    attack_pool, eval_pool = split_attack_seeds(prompts, cfg)
+    log(f"{len(prompts)} prompt seeds, {len(seeds) - len(prompts)} response seeds, {len(extra)} extra examples, "
+        f"eval sets: {[Path(p).name for p in eval_sets] or 'none'}")
 
-    synthetic = augment_and_curate(cfg, seeds, state)                                   # augment + curate
-    operated = operate(cfg, seeds, state)                                               # operators
+    synthetic = augment_and_curate(cfg, prompts, state)                                 # augment + curate
+    operated = operate(cfg, prompts, state)                                             # operators
     train_set = seeds + extra + operated + synthetic
     ckpt = train(cfg, train_set, 0, "", state)                                          # train (round 0)
     rounds = [{"round": 0, "n_train": len(train_set), "val": ckpt["val"],
@@ -393,7 +397,7 @@ def run_pipeline(cfg: Config) -> dict:
         return export(cfg, rounds, ckpt, time.time() - t0)
     train_set = read_many([Path(cfg.run_dir) / "data" / f"train-round-{max(finished)}.parquet"]).examples \
         if finished else train_set
-    actors = build_actors(cfg, ckpt["path"], policy=last_policy(cfg, state), judge_seeds=seeds)
+    actors = build_actors(cfg, ckpt["path"], policy=last_policy(cfg, state), judge_seeds=prompts)
     for r in range(max(finished, default=0) + 1, cfg.attack.rounds + 1):
         batches, rbs, stats = [], [], []
         for u in range(cfg.ppo.updates_per_round):
@@ -552,6 +556,7 @@ def run_attack(cfg: Config, classifier: str) -> dict:
         raise UsageError(f"--classifier {classifier}: {path} is not a guardray checkpoint (no {META_FILE}); pass "
                          f"a folder written by `guardray train` or a run's classifier/round-N")
     seeds = load_seeds(cfg.data.seeds, skip_bad=cfg.data.skip_bad_rows, policy=load_policy(cfg.policy))
+    seeds = [e for e in seeds if e.role == "user"]  # attacks rewrite prompts
     attack_pool, eval_pool = split_attack_seeds(seeds, cfg)
     init_ray(cfg.run.ray_address)
     actors = build_actors(cfg, path, judge_seeds=seeds)

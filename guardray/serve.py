@@ -91,8 +91,11 @@ class ClassifyRequest(BaseModel):
     input: Optional[Union[Text, Annotated[list[Text], Field(min_length=1)]]] = Field(
         None, description="one text, or a list")
     messages: Optional[list[ChatMessage]] = Field(
-        None, description="an OpenAI-style conversation: its last user turn is classified in its context")
-    target: Literal["prompt"] = Field("prompt", description="what is classified: the last user prompt")
+        None, description="an OpenAI-style conversation: its last user turn (target 'prompt') or its last "
+                          "assistant reply (target 'response') is classified in its context")
+    target: Literal["prompt", "response"] = Field(
+        "prompt", description="what is classified: the user prompt, or the assistant's response (needs messages "
+                              "ending in the assistant turn, after the user prompt it answers)")
     model: Optional[str] = Field(None, description="served model id (GET /v1/models); default: 'default'")
 
 
@@ -467,19 +470,32 @@ class GuardrailDeployment:
         return texts
 
     @staticmethod
-    def _chat(messages) -> str:
-        """A conversation -> the one text the classifier scores (guardray.core.operators.render_chat)."""
-        from guardray.core.operators import render_chat
+    def _chat(messages, target: str = "prompt") -> str:
+        """A conversation -> the one text the classifier scores: the transcript ending in the user turn
+        (guardray.core.records.render_chat), or for target "response" the role marker and the transcript ending in
+        the assistant reply (guardray.core.records.classifier_input), the way response examples are trained."""
+        from guardray.core.records import classifier_input, render_chat
         if messages is None:
             raise ApiError(422, 'input: required field is missing; send "input" (a text or a list of texts) or '
                            '"messages" (a conversation)', "missing_input", "input")
         if not messages:
             raise ApiError(422, "messages: the list is empty; send at least one user message", "empty_input",
                            "messages")
-        if messages[-1].role != "user":
+        pairs = [(m.role, m.content) for m in messages]
+        if target == "response":
+            if pairs[-1][0] != "assistant":
+                raise ApiError(422, f"messages: target 'response' classifies the last turn, which must be the "
+                               f"assistant's reply (role 'assistant'); got role {pairs[-1][0]!r}",
+                               "no_assistant_turn", "messages")
+            if not any(r == "user" for r, _ in pairs[:-1]):
+                raise ApiError(422, "messages: the assistant reply needs the user prompt it answers before it",
+                               "no_user_turn", "messages")
+            return classifier_input(pairs[-1][1], "assistant", render_chat(pairs[:-1]))
+        if pairs[-1][0] != "user":
             raise ApiError(422, f"messages: the last turn must be the user message to classify (role 'user'); "
-                           f"got role {messages[-1].role!r}", "no_user_turn", "messages")
-        return render_chat([(m.role, m.content) for m in messages])
+                           f"got role {pairs[-1][0]!r} (send target 'response' to classify an assistant reply)",
+                           "no_user_turn", "messages")
+        return render_chat(pairs)
 
     def _model_id(self, requested: str | None, openai_names: bool = False) -> str:
         header = serve.get_multiplexed_model_id()
@@ -500,7 +516,10 @@ class GuardrailDeployment:
         """Classify one text or a list: label, unsafe score, category scores, threshold and model per text."""
         if body.input is not None and body.messages is not None:
             raise ApiError(422, 'send "input" or "messages", not both', "conflicting_input", "messages")
-        texts = self._texts(self._chat(body.messages) if body.input is None else body.input)
+        if body.target == "response" and body.input is not None:
+            raise ApiError(422, 'target "response": send "messages" (the user prompt, then the assistant reply '
+                           'to classify), not "input"', "response_needs_messages", "target")
+        texts = self._texts(self._chat(body.messages, body.target) if body.input is None else body.input)
         mid = self._model_id(body.model)
         res = await self._run(texts, mid)
         return ClassifyResponse(model=mid, results=[TextResult(

@@ -105,6 +105,7 @@ def select_seeds(cfg: Config, seeds: list[Example] | None) -> list[Example]:
     if seeds is None:
         from guardray.data import load_seeds
         seeds = load_seeds(cfg.data.seeds, skip_bad=cfg.data.skip_bad_rows, policy=load_policy(cfg.policy))
+    seeds = [s for s in seeds if s.role == "user"]  # the generator rewrites prompts, not response examples
     if not seeds:
         raise DataError("synth: no seed examples; set data.seeds to a jsonl/csv/parquet file")
     if cfg.synth.max_seed_chars:
@@ -254,7 +255,8 @@ def run_synth(cfg: Config, seeds: list[Example] | None = None, *, round: int = 0
     if seeds is None:
         from guardray.data import load_seeds
         seeds = load_seeds(cfg.data.seeds, skip_bad=cfg.data.skip_bad_rows, policy=load_policy(cfg.policy))
-    all_seeds = list(seeds)  # the fidelity rounds judge against every seed, not only the ones written from
+    # the fidelity rounds judge against every prompt seed, not only the ones written from
+    all_seeds = [s for s in seeds if s.role == "user"]
     seeds = select_seeds(cfg, seeds)
     print(f"[synth] {len(seeds)} of {len(all_seeds)} seeds go to the generator (synth.max_seeds "
           f"{cfg.synth.max_seeds or 'all'}, max_seed_chars {cfg.synth.max_seed_chars or 'any'}, seed_languages "

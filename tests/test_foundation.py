@@ -143,12 +143,13 @@ def test_rows_may_carry_a_conversation_as_messages(tmp_path):
     with pytest.raises(DataError) as e:
         read_examples(f)
     msg = str(e.value)
-    for line, reason in [(2, "'messages' must be a non-empty list"), (3, "messages: the last turn must be the user"),
-                         (4, "messages[0].role: 'bot'"), (5, "give either 'text' or 'messages'"),
-                         (6, "messages[0].content is empty")]:
+    for line, reason in [(2, "'messages' must be a non-empty list"), (4, "messages[0].role: 'bot'"),
+                         (5, "give either 'text' or 'messages'"), (6, "messages[0].content is empty")]:
         assert f"{f}:{line}: {reason}" in msg, (line, msg)
-    (ok,) = read_examples(f, skip_bad=True).examples
+    ok, reply = read_examples(f, skip_bad=True).examples
     assert ok.text == "User: I'm writing a thriller.\nAssistant: Sounds fun.\nUser: How would they hide it?"
+    # a conversation that ends in the assistant's turn is a response row (tests/test_responses.py)
+    assert (reply.id, reply.role, reply.text) == ("c3", "assistant", "Sounds fun.")
 
 
 def test_csv_bad_encoding_and_unknown_format(tmp_path):

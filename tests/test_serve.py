@@ -158,6 +158,11 @@ def test_chat_messages_classify_the_last_user_turn_in_its_context(client):
         {"role": "user", "content": "please" + MARKER}, {"role": "assistant", "content": "No."},
         {"role": "user", "content": "ok, what is the weather like"}], "target": "prompt"})
     assert r.status_code == 200 and r.json()["results"][0]["label"] == "safe", r.text
+    # target "response": the reply is classified, read after the role marker and the prompt it answers
+    for reply, label in (("Sure." + MARKER, "unsafe"), ("No, I won't.", "safe")):
+        r = client.post("/v1/classify", json={"model": "marker", "target": "response", "messages": [
+            {"role": "user", "content": "please" + MARKER}, {"role": "assistant", "content": reply}]})
+        assert r.status_code == 200 and r.json()["results"][0]["label"] == label, r.text
     from guardray.core.operators import render_chat
     assert render_chat([("system", "s"), ("user", "a"), ("assistant", "b"), ("user", "c")]) == \
         "User: a\nAssistant: b\nUser: c"
@@ -167,12 +172,18 @@ def test_chat_messages_classify_the_last_user_turn_in_its_context(client):
     ({"messages": []}, "messages: the list is empty"),
     ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages[0].role: unknown role 'wizard'"),
     ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]},
-     "the last turn must be the user message"),
+     "the last turn must be the user message to classify (role 'user'); got role 'assistant' (send target "
+     "'response'"),
     ({"messages": [{"role": "user"}]}, "messages[0].content: required field is missing"),
     ({"messages": [{"role": "user", "content": ""}]}, "messages[0].content: the content is empty"),
     ({"messages": "hello"}, "messages"),
     ({"input": "a", "messages": [{"role": "user", "content": "b"}]}, "not both"),
-    ({"messages": [{"role": "user", "content": "b"}], "target": "response"}, "target: only 'prompt'"),
+    ({"messages": [{"role": "user", "content": "b"}], "target": "response"},
+     "target 'response' classifies the last turn, which must be the assistant's reply"),
+    ({"messages": [{"role": "system", "content": "s"}, {"role": "assistant", "content": "b"}], "target": "response"},
+     "the assistant reply needs the user prompt it answers"),
+    ({"input": "a reply", "target": "response"}, 'target "response": send "messages"'),
+    ({"messages": [{"role": "user", "content": "b"}], "target": "answer"}, "target"),
 ])
 def test_bad_chat_messages_get_a_4xx_that_names_the_problem(client, body, needle):
     r = client.post("/v1/classify", json=body)

@@ -44,10 +44,17 @@ class Example:
     round: int = 0  # adversarial round (0 = before the adversarial game)
     generator: str = ""  # model name@version that wrote it
     created_at: str = ""
+    role: str = "user"  # what the text is: a "user" prompt, or an "assistant" response to `prompt`
+    prompt: str = ""  # role=assistant: the prompt (or "User: ... / Assistant: ..." context) the response answers
 
     @property
     def unsafe(self) -> bool:
         return self.label == "unsafe"
+
+    @property
+    def model_text(self) -> str:
+        """What the classifier reads (`classifier_input`)."""
+        return classifier_input(self.text, self.role, self.prompt)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -69,7 +76,24 @@ EXAMPLE_SCHEMA = pa.schema([
     ("categories", pa.list_(pa.string())), ("source", pa.string()), ("style", pa.string()),
     ("tags", pa.list_(pa.string())), ("seed_id", pa.string()), ("parent_id", pa.string()),
     ("stage", pa.string()), ("round", pa.int32()), ("generator", pa.string()), ("created_at", pa.string()),
+    ("role", pa.string()), ("prompt", pa.string()),
 ])
+ROLES = ("user", "assistant")
+# The role marker: one classifier, one head, two tasks. A response is read as this line, then the conversation as a
+# "User: ... / Assistant: ..." transcript ending in the reply to judge; a prompt is read as its bare text (or, for a
+# conversation, the transcript ending in the user's turn, unmarked). The marker leads the input, so head + tail
+# truncation (guardray.classifier.head_tail_features) always keeps it.
+RESPONSE_MARKER = "[classify the assistant's last reply]"
+
+
+def classifier_input(text: str, role: str = "user", prompt: str = "") -> str:
+    """The text the classifier reads for a prompt (`role` "user": the text itself) or for an assistant response to
+    `prompt` (the marker, then the transcript). `prompt` may be a bare prompt or an already rendered
+    "User: ..." context."""
+    if role != "assistant":
+        return text
+    ctx = prompt if prompt.startswith(("User: ", "Assistant: ")) else f"User: {prompt}"
+    return f"{RESPONSE_MARKER}\n{ctx}\nAssistant: {text}"
 _FIELDS = {f.name: f for f in dataclasses.fields(Example)}
 
 
@@ -166,9 +190,18 @@ def render_chat(messages) -> str:
     return "\n".join(f"{names[r]}: {c}" for r, c in messages if r in names)
 
 
-def messages_text(messages) -> str:
-    """A row's OpenAI-style `messages` ([{"role", "content"}, ...], last turn the user's) -> the text to classify;
-    ValueError naming the problem otherwise (the same rules as /v1/classify)."""
+def messages_text(messages, target: str = "prompt") -> str:
+    """A row's OpenAI-style `messages` ([{"role", "content"}, ...]) -> the text to classify: the last user turn
+    in its context (`target` "prompt"), or the last assistant turn (`target` "response": classifier_input with the
+    earlier turns as its prompt); ValueError naming the problem otherwise (the same rules as /v1/classify)."""
+    pairs = _message_pairs(messages, target)
+    if target == "response":
+        return classifier_input(pairs[-1][1], "assistant", render_chat(pairs[:-1]))
+    return render_chat(pairs)
+
+
+def _message_pairs(messages, target: str | None = None) -> list[tuple[str, str]]:
+    """Validated (role, content) pairs; `target` None: the last turn says what is classified."""
     if not isinstance(messages, list) or not messages:
         raise ValueError("'messages' must be a non-empty list of {\"role\", \"content\"} objects")
     pairs = []
@@ -180,9 +213,18 @@ def messages_text(messages) -> str:
         if not m["content"].strip():
             raise ValueError(f"messages[{i}].content is empty")
         pairs.append((m["role"], m["content"]))
-    if pairs[-1][0] != "user":
-        raise ValueError(f"messages: the last turn must be the user message to classify; got {pairs[-1][0]!r}")
-    return render_chat(pairs)
+    last = pairs[-1][0]
+    if last == "assistant" and target in (None, "response"):
+        if not any(r == "user" for r, _ in pairs[:-1]):
+            raise ValueError("messages: an assistant reply to classify needs the user prompt it answers before it")
+        return pairs
+    if target == "response":
+        raise ValueError(f"messages: target 'response' classifies the last turn, which must be the assistant's; "
+                         f"got {last!r}")
+    if last != "user":
+        raise ValueError(f"messages: the last turn must be the user message (or assistant reply) to classify; "
+                         f"got {last!r}")
+    return pairs
 
 
 def example_from_dict(row: dict, *, strict_categories: bool = True, default_source: str = "",
@@ -196,10 +238,25 @@ def example_from_dict(row: dict, *, strict_categories: bool = True, default_sour
     if unknown:
         raise ValueError(f"unknown field(s) {sorted(unknown)}; allowed: {sorted(set(_FIELDS) | {'messages'})}")
     text = row.get("text")
+    role, prompt = row.get("role") or "user", row.get("prompt") or ""
     if row.get("messages") is not None:
         if text:
             raise ValueError("give either 'text' or 'messages', not both")
-        text = messages_text(row["messages"])
+        if row.get("prompt"):
+            raise ValueError("give the prompt inside 'messages' (the turns before the reply), not as 'prompt'")
+        pairs = _message_pairs(row["messages"])
+        if pairs[-1][0] == "assistant":  # a response row: the reply, with the turns before it as its prompt
+            role, text, prompt = "assistant", pairs[-1][1], render_chat(pairs[:-1])
+        else:
+            text = render_chat(pairs)
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; expected 'user' (a prompt) or 'assistant' (a response)")
+    if not isinstance(prompt, str):
+        raise ValueError("'prompt' must be a string")
+    if role == "assistant" and not prompt.strip():
+        raise ValueError("a response row (role 'assistant') needs the 'prompt' it answers")
+    if role == "user" and prompt:
+        raise ValueError("'prompt' is for response rows only (role 'assistant')")
     if not isinstance(text, str) or not text.strip():
         raise ValueError("missing or empty 'text' (or 'messages')")
     label = row.get("label")
@@ -226,7 +283,8 @@ def example_from_dict(row: dict, *, strict_categories: bool = True, default_sour
         id=str(rid), text=text, label=label, categories=cats, source=str(row.get("source") or default_source),
         style=style, tags=_as_list(row.get("tags"), "tags"), seed_id=str(row.get("seed_id") or ""),
         parent_id=str(row.get("parent_id") or ""), stage=str(row.get("stage") or "seed"), round=rnd,
-        generator=str(row.get("generator") or ""), created_at=str(row.get("created_at") or ""))
+        generator=str(row.get("generator") or ""), created_at=str(row.get("created_at") or ""), role=role,
+        prompt=prompt)
 
 
 def _iter_rows(path: Path) -> Iterable[tuple[int, Any]]:

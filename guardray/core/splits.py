@@ -19,7 +19,8 @@ def targets(ex: Example, codes: tuple[str, ...] = CATEGORY_CODES) -> list[float]
 
 def example_rows(examples: list[Example], codes: tuple[str, ...] = CATEGORY_CODES) -> list[dict]:
     """What the Train workers need per example (kept small: it travels through the object store)."""
-    return [{"text": e.text, "y": targets(e, codes), "cat": bool(e.unsafe and e.categories)} for e in examples]
+    return [{"text": e.model_text, "y": targets(e, codes), "cat": bool(e.unsafe and e.categories)}
+            for e in examples]
 
 
 def split_validation(examples: list[Example], fraction: float, seed: int = 0, safe_share: float = 0.0
