@@ -9,11 +9,16 @@ Data: the packaged prompt seeds (guardray/data/seeds.jsonl) and the team's respo
 of the groups as the test split - the team's own data, not a public benchmark. From the rest, the usual validation
 split (15%, grouped, benign majority) calibrates the threshold and early stopping in both arms.
 
-Arms (all-MiniLM-L6-v2, configs/demo.yaml's trainer block, Ray Train, 1 worker):
-  prompts             the training prompts only
-  prompts+responses   the same prompts plus the training responses
-Both are scored on the held-out prompts and responses (separate rows) and on every set in ../shared/data (prompt
-classification: is it hurt by learning the second task?). Nothing is tuned on the test split or ../shared/data.
+The team's multi-turn conversation seeds (guardray/data/conversations.jsonl: the last user turn judged in its
+context) get a grouped 80/20 split of their own; the held-out 20% is a second test file.
+
+Arms (all-MiniLM-L6-v2, configs/demo.yaml's trainer block, Ray Train, 1 worker, one validation split):
+  prompts                             the training prompts only
+  prompts+responses                   the same prompts plus the training responses
+  prompts+responses+conversations     ... plus the training 80% of the conversations
+All are scored on the held-out prompts, responses and conversations (separate rows) and on every set in
+../shared/data (prompt classification: is it hurt by learning the second task?). Nothing is tuned on the test
+splits or ../shared/data.
 """
 from __future__ import annotations
 
@@ -52,16 +57,22 @@ def main(argv=None) -> int:
     rest, test = split_validation(prompts + responses, 0.2, seed=101)
     train, val = split_validation(rest, cfg.data.val_fraction, seed=cfg.run.seed, safe_share=cfg.data.val_safe_share)
     test_file = write_examples(test, out / "test" / "team-held-out.jsonl")
+    convs = read_examples(SEEDS_PATH.with_name("conversations.jsonl")).examples
+    conv_train, conv_test = split_validation(convs, 0.2, seed=101)
+    conv_file = write_examples(conv_test, out / "test" / "team-held-out-conversations.jsonl")
     write_examples(val, out / "val.jsonl")
-    arms = {"prompts": [e for e in train if e.role == "user"], "prompts+responses": train}
+    arms = {"prompts": [e for e in train if e.role == "user"], "prompts+responses": train,
+            "prompts+responses+conversations": train + conv_train}
     init_ray()
     facts = {"train_prompts": len(arms["prompts"]), "train_responses": len(train) - len(arms["prompts"]),
              "val": len(val), "val_responses": sum(e.role == "assistant" for e in val),
              "test_prompts": sum(e.role == "user" for e in test),
              "test_responses": sum(e.role == "assistant" for e in test),
-             "test_responses_unsafe": sum(e.role == "assistant" and e.unsafe for e in test)}
+             "test_responses_unsafe": sum(e.role == "assistant" and e.unsafe for e in test),
+             "train_conversations": len(conv_train), "test_conversations": len(conv_test),
+             "test_conversations_unsafe": sum(e.unsafe for e in conv_test)}
     print(f"[responses] {facts}", flush=True)
-    sets = [str(test_file)] + eval_sets(out, args.davidson_rows)
+    sets = [str(test_file), str(conv_file)] + eval_sets(out, args.davidson_rows)
     rows = {}
     for name, data in arms.items():
         folder = out / name
@@ -85,9 +96,10 @@ def write_section(rows: dict, facts: dict, args) -> None:
     head = "| arm | n train | threshold | val AUPRC | " + " | ".join(f"{n} F1 / FPR / AUPRC" for n in names) + " |"
     lines = ["## Responses (benchmarks/responses.py)", "",
              "Response classification beside prompt classification, one classifier (role-marker input). The "
-             "test split (`team-held-out:*`) is **the team's own data**: 20% of the groups of the packaged prompt "
-             "seeds and response seeds, held out before anything trained (a prompt and its responses stay in one "
-             "group); it is not a public benchmark. F1 and FPR at each arm's own calibrated threshold "
+             "test splits (`team-held-out:*`, `team-held-out-conversations`) are **the team's own data**: 20% of the "
+             "groups of the packaged prompt seeds and response seeds (a prompt and its responses stay in one "
+             "group), and 20% of the multi-turn conversation seeds, held out before anything trained; they are not "
+             "a public benchmark. All arms share one validation split (prompts and responses; no conversations). F1 and FPR at each arm's own calibrated threshold "
              "(validation split of the rest, grouped, benign majority); AUPRC threshold-free.", "",
              "```", "HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/responses.py", "```", "",
              f"Facts: {json.dumps(facts)}", "", head, "|---|---:|---:|---:|" + "---:|" * len(names)]

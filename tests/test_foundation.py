@@ -209,8 +209,12 @@ def _norm(t):
 
 @pytest.mark.skipif(not SHARED.exists(), reason="../shared/data (evaluation sets) is not present on this machine")
 def test_seeds_do_not_overlap_evaluation_data(seeds):
+    """Every team-written text: the prompt seeds, the response seeds and the bank example policy's seeds."""
     from datasketch import MinHash, MinHashLSH
-    seed_norm = {_norm(e.text) for e in seeds}
+    from guardray.data import SEEDS_PATH
+    team = list(seeds) + read_examples(SEEDS_PATH.with_name("responses.jsonl")).examples + read_examples(
+        ROOT / "configs" / "policies" / "bank-support" / "seeds.jsonl", strict_categories=False).examples
+    seed_norm = {_norm(e.text) for e in team}
     lsh = MinHashLSH(threshold=0.8, num_perm=64)
 
     def mh(t):

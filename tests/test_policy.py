@@ -230,3 +230,23 @@ def test_data_validate_checks_rows_against_the_named_policy(capsys):
     assert "unknown category ['investment_advice']" in capsys.readouterr().out
     assert main(["data", "validate", "--policy", "nope", seeds]) == 2
     assert "neither a policy file" in capsys.readouterr().out
+
+
+def test_the_whole_pipeline_runs_for_a_custom_policy(ray_session, tmp_path):
+    """configs/tiny.yaml with the bank policy: its seeds, its category head in every round, no `jailbreak`
+    operator children (the bank policy has no such code), one adversarial round."""
+    from guardray.pipeline import run_pipeline
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", [f"run.out_dir={tmp_path}", f"policy={BANK}",
+                                                       "synth.max_seeds=8", "attack.rounds=1"])
+    report = run_pipeline(cfg)
+    run = Path(cfg.run_dir)
+    assert [r["round"] for r in report["rounds"]] == [0, 1]
+    meta = json.loads((Path(report["final_checkpoint"]) / "guardray.json").read_text())
+    assert meta["label_names"] == ["unsafe", *BANK_CODES] and meta["policy"]["name"] == "bank-support"
+    state = json.loads((run / "state.json").read_text())
+    ops = state["steps"]["operate"]["by_operator"]
+    assert ops and "prompt_attack" not in ops
+    import pyarrow.parquet as pq
+    train0 = pq.read_table(run / "data" / "train-round-0.parquet").to_pylist()
+    assert {c for e in train0 for c in e["categories"]} <= set(BANK_CODES)
+    assert sum(e["stage"] == "seed" for e in train0) == 225
