@@ -41,10 +41,10 @@ SETS_COLS = (("f1", "F1"), ("fpr", "FPR"), ("auprc", "AUPRC"))
 def build_rows(args, cfg):
     from guardray.core.operators import apply_operators
     from guardray.core.records import read_examples
-    from guardray.data import load_seeds
+    from guardray.data import SEEDS_PATH, load_seeds
     from guardray.trainer import split_validation
 
-    seeds = load_seeds()
+    seeds = load_seeds([SEEDS_PATH])  # the prompt seeds
     train_seeds, val_seeds = split_validation(seeds, cfg.data.val_fraction, seed=cfg.run.seed,
                                               safe_share=cfg.data.val_safe_share)
     s = cfg.synth
@@ -112,8 +112,8 @@ def main(argv=None) -> int:
     cfg = load_config(args.config)
     if args.tune_data:
         from guardray.core.operators import apply_operators
-        from guardray.data import load_seeds
-        seeds = load_seeds()
+        from guardray.data import SEEDS_PATH, load_seeds
+        seeds = load_seeds([SEEDS_PATH])  # the prompt seeds
         rnd = random.Random(f"{cfg.run.seed}:operate")  # the pipeline's `operate` draw
         picked = [e for e in seeds if rnd.random() < cfg.synth.operator_fraction]
         kids = apply_operators(picked, ops=cfg.synth.operators, per_example=cfg.synth.operator_per_seed,

@@ -43,9 +43,9 @@ def main(argv=None) -> int:
     from guardray.backends import make_backend
     from guardray.core import augment as A
     from guardray.core.config import GeneratorConfig
-    from guardray.data import load_seeds
+    from guardray.data import SEEDS_PATH, load_seeds
 
-    seeds = load_seeds()
+    seeds = load_seeds([SEEDS_PATH])  # the prompt seeds
     plans = (A.plan_requests("augment", seeds, seed=0, augment_per_category=5, items_per_request=5,
                              styles=("direct", "typos"))[: args.requests // 2]
              + A.plan_requests("paraphrase", seeds[::7], per_seed=2)[: args.requests - args.requests // 2])

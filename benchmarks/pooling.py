@@ -31,9 +31,9 @@ SHIFT = {"genre:comment", "genre:post", "genre:chat", "genre:email", "genre:stor
 
 
 def split(kind: str):
-    from guardray.data import load_seeds
+    from guardray.data import SEEDS_PATH, load_seeds
     from guardray.core.splits import split_validation
-    ex = load_seeds()
+    ex = load_seeds([SEEDS_PATH])  # the prompt seeds
     if kind == "genre":
         return [e for e in ex if not SHIFT & set(e.tags)], [e for e in ex if SHIFT & set(e.tags)]
     return split_validation(ex, 0.15, seed=0, safe_share=0.6)

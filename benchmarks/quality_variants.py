@@ -43,13 +43,13 @@ def main(argv=None) -> int:
 
     from guardray.core.config import load_config
     from guardray.core.records import read_examples, write_examples
-    from guardray.data import load_seeds
+    from guardray.data import SEEDS_PATH, load_seeds
     from guardray.ray_utils import init_ray
     from guardray.trainer import split_validation, train_classifier
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    seeds = load_seeds()
+    seeds = load_seeds([SEEDS_PATH])  # the prompt seeds
     train_seeds, val = split_validation(seeds, 0.15, seed=0)
     write_examples(val, out / "val_seeds.jsonl")
     syn_path = Path(args.synthetic)

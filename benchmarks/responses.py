@@ -102,7 +102,11 @@ def write_section(rows: dict, facts: dict, args) -> None:
              "a public benchmark. All arms share one validation split (prompts and responses; no conversations). F1 and FPR at each arm's own calibrated threshold "
              "(validation split of the rest, grouped, benign majority); AUPRC threshold-free.", "",
              "```", "HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/responses.py", "```", "",
-             f"Facts: {json.dumps(facts)}", "", head, "|---|---:|---:|---:|" + "---:|" * len(names)]
+             f"Facts: {json.dumps(facts)}", "",
+             "The `prompts` arm calibrates on the same validation split, whose 55 responses it never trained on, so "
+             "its threshold is off for them: compare it by AUPRC. The conversation test split is 36 rows (18 "
+             "unsafe): read its numbers as rough.", "",
+             head, "|---|---:|---:|---:|" + "---:|" * len(names)]
     for arm, r in rows.items():
         cells = []
         for n in names:

@@ -39,7 +39,7 @@ def fates(cfg, demo: Path) -> tuple[dict[str, str], list]:
     """candidate id -> "kept" or "<round>:<reason>" of the round that dropped it."""
     from guardray.core.records import read_examples
     from guardray.curator import CuratorPool
-    from guardray.data import load_seeds
+    from guardray.data import SEEDS_PATH, load_seeds
     from guardray.ray_utils import init_ray
     from guardray.synth import read_texts
     cands = []
@@ -49,7 +49,7 @@ def fates(cfg, demo: Path) -> tuple[dict[str, str], list]:
             cands += read_examples(f).examples
     if not cands:
         raise SystemExit(f"no candidates under {demo}/synth/v0: run `make demo` first")
-    seeds = load_seeds()
+    seeds = load_seeds([SEEDS_PATH])  # the prompt seeds
     init_ray()
     fate: dict[str, str] = {}
     rounds = [r for r in cfg.curator.rounds if r != "select"]

@@ -86,8 +86,8 @@ def main(argv=None) -> int:
 
     import ray
     from guardray.core.config import TrainerConfig
-    from guardray.data import load_seeds
-    train = load_seeds()
+    from guardray.data import SEEDS_PATH, load_seeds
+    train = load_seeds([SEEDS_PATH])  # the prompt seeds
     if args.n:
         train = train[:args.n]
     cfg = TrainerConfig(model=args.model, epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length,

@@ -33,6 +33,7 @@ from guardray.core.adversarial import attack_requests, attack_style, distinct_n,
 from guardray.core.config import Config, dump_config, load_config, to_dict
 from guardray.core.records import Example, RewardBatch, Rollout, read_many, write_examples
 from guardray.core.taxonomy import load_policy
+from guardray.data import single_prompts
 from guardray.errors import UsageError
 
 
@@ -309,7 +310,7 @@ def curate(cfg: Config, examples: list[Example], pool_so_far: list[Example], rou
     from guardray.curator import CuratorPool
     with CuratorPool(cfg.curator, cfg.resources, reference_texts=[e.text for e in pool_so_far],
                      judge_model=cfg.curator.judge_model, decontam_texts=decontam_texts(cfg),
-                     label_reference=[e for e in pool_so_far if e.stage == "seed" and e.role == "user"],
+                     label_reference=single_prompts(e for e in pool_so_far if e.stage == "seed"),
                      policy=load_policy(cfg.policy)) as pool:
         res = pool.curate(examples, stage="adversarial", round=round)
     path = Path(cfg.run_dir) / "adversarial" / f"round-{round}"
@@ -374,12 +375,13 @@ def run_pipeline(cfg: Config) -> dict:
     seeds = load_seeds(cfg.data.seeds, skip_bad=cfg.data.skip_bad_rows, policy=load_policy(cfg.policy))
     extra = read_many(cfg.data.extra_train, skip_bad=cfg.data.skip_bad_rows, codes=load_policy(cfg.policy).codes
                       ).examples if cfg.data.extra_train else []
-    # prompt seeds feed the generator, the operators and the attacker; response seeds (role assistant: a reply to
-    # a prompt) train as they are
-    prompts = [e for e in seeds if e.role == "user"]
+    # single-message prompt seeds feed the generator, the operators and the attacker; response seeds (role
+    # assistant: a reply to a prompt) and multi-turn conversations train as they are
+    prompts = single_prompts(seeds)
     attack_pool, eval_pool = split_attack_seeds(prompts, cfg)
-    log(f"{len(prompts)} prompt seeds, {len(seeds) - len(prompts)} response seeds, {len(extra)} extra examples, "
-        f"eval sets: {[Path(p).name for p in eval_sets] or 'none'}")
+    n_resp = sum(e.role == "assistant" for e in seeds)
+    log(f"{len(prompts)} prompt seeds, {n_resp} response seeds, {len(seeds) - len(prompts) - n_resp} "
+        f"conversation seeds, {len(extra)} extra examples, eval sets: {[Path(p).name for p in eval_sets] or 'none'}")
 
     synthetic = augment_and_curate(cfg, prompts, state)                                 # augment + curate
     operated = operate(cfg, prompts, state)                                             # operators
@@ -556,7 +558,7 @@ def run_attack(cfg: Config, classifier: str) -> dict:
         raise UsageError(f"--classifier {classifier}: {path} is not a guardray checkpoint (no {META_FILE}); pass "
                          f"a folder written by `guardray train` or a run's classifier/round-N")
     seeds = load_seeds(cfg.data.seeds, skip_bad=cfg.data.skip_bad_rows, policy=load_policy(cfg.policy))
-    seeds = [e for e in seeds if e.role == "user"]  # attacks rewrite prompts
+    seeds = single_prompts(seeds)  # attacks rewrite single prompts
     attack_pool, eval_pool = split_attack_seeds(seeds, cfg)
     init_ray(cfg.run.ray_address)
     actors = build_actors(cfg, path, judge_seeds=seeds)

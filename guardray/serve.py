@@ -10,6 +10,8 @@
 Endpoints (OpenAPI schema at /openapi.json):
   POST /v1/classify     {"input": text | [texts], "model"?: id} -> per text: label, unsafe_score, category_scores
                         {"messages": [{"role", "content"}, ...]} -> the last user turn, classified in its context
+                        {"messages": [..., user, assistant], "target": "response"} -> the assistant's reply,
+                        classified after the role marker and the turns it answers (guardray.core.records)
                         (the model's policy codes), threshold, model
   POST /v1/moderations  the OpenAI moderation request/response shape, so `openai.OpenAI(base_url=URL + "/v1")
                         .moderations.create(input=...)` works; category scores are max-pooled onto the OpenAI

@@ -36,6 +36,7 @@ from guardray.core import augment as A
 from guardray.core.config import Config, load_config, to_dict
 from guardray.core.records import DataError, Example, read_examples, write_examples
 from guardray.core.taxonomy import BUILTIN, load_policy
+from guardray.data import single_prompts
 
 STAGES = A.STRATEGIES
 
@@ -105,7 +106,7 @@ def select_seeds(cfg: Config, seeds: list[Example] | None) -> list[Example]:
     if seeds is None:
         from guardray.data import load_seeds
         seeds = load_seeds(cfg.data.seeds, skip_bad=cfg.data.skip_bad_rows, policy=load_policy(cfg.policy))
-    seeds = [s for s in seeds if s.role == "user"]  # the generator rewrites prompts, not response examples
+    seeds = single_prompts(seeds)  # the generator rewrites single prompts, not responses or conversations
     if not seeds:
         raise DataError("synth: no seed examples; set data.seeds to a jsonl/csv/parquet file")
     if cfg.synth.max_seed_chars:
@@ -256,7 +257,7 @@ def run_synth(cfg: Config, seeds: list[Example] | None = None, *, round: int = 0
         from guardray.data import load_seeds
         seeds = load_seeds(cfg.data.seeds, skip_bad=cfg.data.skip_bad_rows, policy=load_policy(cfg.policy))
     # the fidelity rounds judge against every prompt seed, not only the ones written from
-    all_seeds = [s for s in seeds if s.role == "user"]
+    all_seeds = single_prompts(seeds)
     seeds = select_seeds(cfg, seeds)
     print(f"[synth] {len(seeds)} of {len(all_seeds)} seeds go to the generator (synth.max_seeds "
           f"{cfg.synth.max_seeds or 'all'}, max_seed_chars {cfg.synth.max_seed_chars or 'any'}, seed_languages "

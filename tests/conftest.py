@@ -32,5 +32,5 @@ def tiny_encoder():
 
 @pytest.fixture(scope="session")
 def seeds():
-    from guardray.data import load_seeds
-    return load_seeds()
+    from guardray.data import SEEDS_PATH, load_seeds
+    return load_seeds([SEEDS_PATH])  # the prompt seeds (the built-in policy also lists responses, conversations)

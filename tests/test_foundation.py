@@ -209,12 +209,16 @@ def _norm(t):
 
 @pytest.mark.skipif(not SHARED.exists(), reason="../shared/data (evaluation sets) is not present on this machine")
 def test_seeds_do_not_overlap_evaluation_data(seeds):
-    """Every team-written text: the prompt seeds, the response seeds and the bank example policy's seeds."""
+    """Every team-written text: prompt, response and conversation seeds, and the bank example policy's seeds."""
     from datasketch import MinHash, MinHashLSH
-    from guardray.data import SEEDS_PATH
-    team = list(seeds) + read_examples(SEEDS_PATH.with_name("responses.jsonl")).examples + read_examples(
-        ROOT / "configs" / "policies" / "bank-support" / "seeds.jsonl", strict_categories=False).examples
-    seed_norm = {_norm(e.text) for e in team}
+    from guardray.data import CONVERSATIONS_PATH, RESPONSES_PATH
+    team = list(seeds) + read_examples(RESPONSES_PATH).examples + read_examples(CONVERSATIONS_PATH).examples
+    team += read_examples(ROOT / "configs" / "policies" / "bank-support" / "seeds.jsonl",
+                          strict_categories=False).examples
+    # whole texts, and each turn of a conversation or of a response's prompt on its own
+    turns = [re.sub(r"^(User|Assistant): ", "", t) for e in team for x in (e.text, e.prompt) if "\n" in x
+             for t in x.split("\n")]
+    seed_norm = {_norm(e.text) for e in team} | {_norm(t) for t in turns if len(t.split()) > 3}
     lsh = MinHashLSH(threshold=0.8, num_perm=64)
 
     def mh(t):

@@ -66,7 +66,8 @@ def test_two_adversarial_rounds_end_to_end(tiny_run):
     # the ASR measurement's attacks (held-out seeds) are never harvested
     from guardray.data import load_seeds
     from guardray.pipeline import split_attack_seeds
-    _, eval_pool = split_attack_seeds(load_seeds(), cfg)
+    from guardray.data import single_prompts
+    _, eval_pool = split_attack_seeds(single_prompts(load_seeds()), cfg)
     assert len(eval_pool) == cfg.attack.eval_attacks and not {e.id for e in eval_pool} & {e["seed_id"] for e in adv}
     # operator children of the seeds train beside them
     assert any(e["stage"] == "operator" and e["generator"].startswith("op:") for e in train1)

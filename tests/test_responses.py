@@ -103,3 +103,20 @@ def test_evaluation_reports_prompt_and_response_rows_apart(tmp_path, responses):
     assert rep["datasets"]["mixed:response"]["n"] == 12 and rep["datasets"]["mixed:prompt"]["n"] == 10
     scored = [json.loads(x) for x in (tmp_path / "out" / "scores" / "mixed_response.jsonl").read_text().splitlines()]
     assert [s["id"] for s in scored] == [e.id for e in responses[:12]]
+
+
+def test_the_builtin_policy_trains_on_responses_and_conversations_but_rewrites_single_prompts_only():
+    from guardray.core.config import load_config
+    from guardray.data import CONVERSATIONS_PATH, RESPONSES_PATH, SEEDS_PATH, load_seeds, single_prompts
+    from guardray.synth import select_seeds
+    seeds = load_seeds()
+    by_file = {p: len(read_examples(p).examples) for p in (SEEDS_PATH, RESPONSES_PATH, CONVERSATIONS_PATH)}
+    assert len(seeds) == sum(by_file.values()) and by_file[CONVERSATIONS_PATH] == 180
+    convs = [e for e in seeds if "multi_turn" in e.tags]
+    assert all(e.role == "user" and e.text.startswith("User: ") and "\nAssistant: " in e.text for e in convs)
+    assert Counter(e.label for e in convs) == {"safe": 90, "unsafe": 90}
+    single = single_prompts(seeds)
+    assert len(single) == by_file[SEEDS_PATH]
+    cfg = load_config(None, ["synth.max_seeds=0"])
+    picked = select_seeds(cfg, seeds)  # what the generator is given: no responses, no conversations
+    assert picked and all(e.role == "user" and "multi_turn" not in e.tags for e in picked)

@@ -4,7 +4,15 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-SEEDS_PATH = Path(__file__).with_name("seeds.jsonl")
+SEEDS_PATH = Path(__file__).with_name("seeds.jsonl")  # the prompt seeds (single user messages)
+RESPONSES_PATH = SEEDS_PATH.with_name("responses.jsonl")  # assistant responses to seed prompts
+CONVERSATIONS_PATH = SEEDS_PATH.with_name("conversations.jsonl")  # multi-turn chats (last user turn)
+
+
+def single_prompts(seeds) -> list:
+    """The seeds the generator, the operators and the attacker rewrite: single user messages (not response
+    rows, not multi-turn conversations, which train as they are)."""
+    return [e for e in seeds if e.role == "user" and "multi_turn" not in e.tags]
 
 
 def load_seeds(paths=(), skip_bad: bool = False, policy=None):
