@@ -62,12 +62,18 @@ class RunState:
     def check_config(self, cfg: Config) -> list[str]:
         """Forget the finished steps that the config no longer describes, so a resumed run never mixes settings.
 
-        Two fingerprints: the classifier's (data, synth, generator, curator, trainer, eval, seed: round 0 and
-        everything after it) and the adversarial game's (generator, ppo, attack: rounds 1..N). The synth stage also
-        keeps its own per-stage fingerprints. Returns the forgotten step names (also logged)."""
+        Two fingerprints: the classifier's (policy and the contents of its seed files, data, synth, generator,
+        curator, trainer, eval, seed: round 0 and everything after it) and the adversarial game's (generator, ppo,
+        attack: rounds 1..N). The synth stage also keeps its own per-stage fingerprints. Returns the forgotten step
+        names (also logged)."""
+        import hashlib
         from guardray.synth import fingerprint, generation_settings
         gen = generation_settings(cfg)
-        fps = {"classifier": fingerprint(cfg.run.seed, to_dict(cfg.data), to_dict(cfg.synth), gen,
+        policy = load_policy(cfg.policy)
+        files = [*(cfg.data.seeds or policy.seeds), *cfg.data.extra_train]
+        contents = [hashlib.sha256(Path(f).read_bytes()).hexdigest() if Path(f).is_file() else str(f) for f in files]
+        pol = {k: v for k, v in policy.to_meta().items() if k != "path"}
+        fps = {"classifier": fingerprint(cfg.run.seed, pol, contents, to_dict(cfg.data), to_dict(cfg.synth), gen,
                                          to_dict(cfg.curator), to_dict(cfg.trainer), to_dict(cfg.eval)),
                "attack": fingerprint(gen, to_dict(cfg.ppo), to_dict(cfg.attack))}
         old = self.data.get("fingerprints", {})

@@ -114,6 +114,21 @@ def test_resume_forgets_steps_the_config_no_longer_describes(tmp_path):
                                                            "trainer.lr=0.01"])
     assert RunState(tmp_path).check_config(trainer) == ["train/0", "eval/0"]
     assert list(RunState(tmp_path).data["steps"]) == ["synth"]
+    # another policy, or edited seed files, redo round 0 too (the synth stage has its own fingerprints)
+    st = RunState(tmp_path)
+    st.put("train/0", {})
+    st._write()
+    bank = load_config(ROOT / "configs" / "tiny.yaml", [f"run.out_dir={tmp_path}", "attack.similarity_tau=0.5",
+                                                        "trainer.lr=0.01", f"policy={ROOT / 'configs/policies/bank-support.yaml'}"])
+    assert RunState(tmp_path).check_config(bank) == ["train/0"]
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text('{"id": "a", "text": "t", "label": "safe"}\n')
+    own = load_config(ROOT / "configs" / "tiny.yaml", [f"run.out_dir={tmp_path}", f"data.seeds=[{seeds}]"])
+    RunState(tmp_path).check_config(own)
+    RunState(tmp_path).put("train/0", {})
+    assert RunState(tmp_path).check_config(own) == []
+    seeds.write_text('{"id": "a", "text": "t2", "label": "safe"}\n')
+    assert RunState(tmp_path).check_config(own) == ["train/0"]
 
 
 def test_replay_set_keeps_every_adversarial_example_and_a_stratified_fixed_sample():
