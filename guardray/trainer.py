@@ -335,9 +335,10 @@ tags: [guardray, safety, guardrail, text-classification]
 
 A prompt-safety guardrail trained by [guardray](https://github.com/) (Ray Train, {tc['method']} fine-tune of
 `{meta['base_model']}`{f", warm-started from `{meta['warm_start']}`" if meta.get('warm_start') else ''}).
-It enforces the policy **{pol.name}**{f" ({pol.description})" if pol.description else ""}: {1 + len(pol.codes)} sigmoid
-outputs, `unsafe` (the decision head) and one per policy category (below). A text is **unsafe when the `unsafe` score >= {meta['threshold']:.4f}**, the threshold calibrated on
-the validation split (policy `{meta['threshold_policy']}`{fpr_note}).
+It enforces the policy **{pol.name}**{f" ({pol.description})" if pol.description else ""}:
+{1 + len(pol.codes)} sigmoid outputs, `unsafe` (the decision head) and one per policy category (below). A text is
+**unsafe when the `unsafe` score >= {meta['threshold']:.4f}**, the threshold calibrated on the validation split
+(threshold policy `{meta['threshold_policy']}`{fpr_note}).
 
 {usage}
 

@@ -118,8 +118,9 @@ def test_resume_forgets_steps_the_config_no_longer_describes(tmp_path):
     st = RunState(tmp_path)
     st.put("train/0", {})
     st._write()
+    bank_yaml = ROOT / "configs" / "policies" / "bank-support.yaml"
     bank = load_config(ROOT / "configs" / "tiny.yaml", [f"run.out_dir={tmp_path}", "attack.similarity_tau=0.5",
-                                                        "trainer.lr=0.01", f"policy={ROOT / 'configs/policies/bank-support.yaml'}"])
+                                                        "trainer.lr=0.01", f"policy={bank_yaml}"])
     assert RunState(tmp_path).check_config(bank) == ["train/0"]
     seeds = tmp_path / "seeds.jsonl"
     seeds.write_text('{"id": "a", "text": "t", "label": "safe"}\n')

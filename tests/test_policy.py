@@ -103,8 +103,9 @@ def test_seeds_must_use_the_policy_codes_and_cover_every_category(tmp_path):
                                            _seed(3, "safe")]))
     with pytest.raises(DataError, match="invalid row") as e:
         load_seeds(policy=p)
-    assert str(e.value.errors[0]).startswith(str(tmp_path / "seeds.jsonl") + ":2: ") and "unknown category ['S1']; expected the policy's codes ['a', 'b']" \
-        in e.value.errors[0].reason
+    err = e.value.errors[0]
+    assert str(err).startswith(str(tmp_path / "seeds.jsonl") + ":2: ")
+    assert "unknown category ['S1']; expected the policy's codes ['a', 'b']" in err.reason
     p = load_policy(_write(tmp_path, two.replace("name: p", "name: q"), [_seed(1, "unsafe", ["a"]),
                                                                          _seed(3, "safe")]))
     with pytest.raises(DataError, match=r"categories with no unsafe seed: \['b'\]; add seeds for them"):
