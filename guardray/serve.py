@@ -10,9 +10,9 @@
 Endpoints (OpenAPI schema at /openapi.json):
   POST /v1/classify     {"input": text | [texts], "model"?: id} -> per text: label, unsafe_score, category_scores
                         {"messages": [{"role", "content"}, ...]} -> the last user turn, classified in its context
+                        (the model's policy codes), threshold, model
                         {"messages": [..., user, assistant], "target": "response"} -> the assistant's reply,
                         classified after the role marker and the turns it answers (guardray.core.records)
-                        (the model's policy codes), threshold, model
   POST /v1/moderations  the OpenAI moderation request/response shape, so `openai.OpenAI(base_url=URL + "/v1")
                         .moderations.create(input=...)` works; category scores are max-pooled onto the OpenAI
                         categories (guardray.core.taxonomy.Policy.moderation_scores), or are the policy's own
