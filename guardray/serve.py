@@ -27,8 +27,10 @@ through a DeploymentHandle. A request's path: the auth middleware (bearer token,
 ServeConfig.api_key_env is set -> else 401), FastAPI validation (-> 422 with a message naming the field), our limits
 (max_texts, max_chars -> 413), the model id (-> 404 if not served), then `GuardrailModel.score` - re-sent to another
 replica when the one holding it dies (ServeConfig.retries; classification is idempotent), so losing a model replica
-costs latency, not failed requests. In the model replica each text becomes one item of `@serve.batch`, so texts of
-concurrent requests share forward passes. A batch is grouped by model id; each model comes from the Serve
+costs latency, not failed requests. In the model replica each text becomes one item of `@serve.batch` (or of the
+`AdaptiveBatcher`, ServeConfig.batcher=adaptive: no fixed wait), so texts of concurrent requests share forward
+passes. ServeConfig.topology=single folds ingress and model into one deployment, `GuardrailServer`: one hop less,
+no re-send when a replica dies. A batch is grouped by model id; each model comes from the Serve
 multiplexing cache (`@serve.multiplexed`, LRU per replica) and `GuardClassifier.score` scores a long text the way
 the checkpoint's threshold was calibrated (one pass of up to 512 tokens, head + tail beyond, so content at the end
 of a long prompt is seen; older checkpoints: max over overlapping windows) and pads per length bucket
@@ -320,6 +322,45 @@ def load_classifier(path: str, cfg: ServeConfig, device: str = "cpu"):
     return clf
 
 
+class AdaptiveBatcher:
+    """Batches the items of concurrent calls with no fixed wait: one loop takes every item queued (up to
+    `max_batch_size`), runs `run(items)`, and only then looks again, so the items that arrive while a batch runs
+    form the next one. A lone item is run at once; under load every pass is as full as the arrivals allow (Ray
+    Serve's @serve.batch instead forms the next batch while one runs, after its fixed wait, and queues it).
+    `run` returns one result per item; an exception fails that batch's calls only."""
+
+    def __init__(self, run, max_batch_size: int):
+        self.run, self.max_batch_size = run, int(max_batch_size)
+        self.queue: asyncio.Queue | None = None
+        self.task: asyncio.Task | None = None
+
+    async def submit(self, item):
+        loop = asyncio.get_running_loop()
+        if self.task is None or self.task.done():
+            self.queue = self.queue or asyncio.Queue()
+            self.task = loop.create_task(self._loop())
+        fut = loop.create_future()
+        self.queue.put_nowait((item, fut))
+        return await fut
+
+    async def _loop(self) -> None:
+        while True:
+            batch = [await self.queue.get()]
+            while len(batch) < self.max_batch_size and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            items, futs = zip(*batch)
+            try:
+                results = await self.run(list(items))
+            except Exception as e:  # noqa: BLE001 - handed to the callers of this batch
+                for f in futs:
+                    if not f.done():
+                        f.set_exception(e)
+                continue
+            for f, r in zip(futs, results):
+                if not f.done():  # a caller that gave up (cancelled) has no one to tell
+                    f.set_result(r)
+
+
 # ---------------------------------------------------------------- the deployment
 # (the helpers it uses are defined above it: Serve pickles the class when the decorator runs)
 
@@ -347,6 +388,8 @@ class GuardrailModel:
         self.default = self.pool.submit(self._load_blocking, DEFAULT_MODEL).result()
         self._score_batch.set_max_batch_size(self.cfg.max_batch_size)
         self._score_batch.set_batch_wait_timeout_s(self.cfg.batch_wait_timeout_s)
+        self.batcher = AdaptiveBatcher(self._score_items, self.cfg.max_batch_size) \
+            if self.cfg.batcher == "adaptive" else None
         from ray.serve import metrics
         self.m_windows = metrics.Counter("guardray_windows", description="model windows (long texts > 1)",
                                          tag_keys=("model",))
@@ -368,6 +411,9 @@ class GuardrailModel:
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def _score_batch(self, items: list[tuple[str, str]]) -> list:
+        return await self._score_items(items)
+
+    async def _score_items(self, items: list[tuple[str, str]]) -> list:
         """(model id, text) items from concurrent calls -> (unsafe, {category code: score}, threshold,
         {moderation key: score}) each, in the model's own policy, or the ("error", status, message, code, param)
         of a model that failed to load."""
@@ -395,8 +441,13 @@ class GuardrailModel:
 
     async def score(self, texts: list[str]) -> list:
         """Score `texts` with the model named by the call's multiplexed model id (default: the default model)."""
-        mid = serve.get_multiplexed_model_id() or DEFAULT_MODEL
-        return await asyncio.gather(*[self._score_batch((mid, t)) for t in texts])
+        return await self.score_with(serve.get_multiplexed_model_id() or DEFAULT_MODEL, texts)
+
+    async def score_with(self, model_id: str, texts: list[str]) -> list:
+        """Score `texts` with model `model_id` (the single topology's ingress calls this in its own process)."""
+        if self.batcher is not None:
+            return await asyncio.gather(*[self.batcher.submit((model_id, t)) for t in texts])
+        return await asyncio.gather(*[self._score_batch((model_id, t)) for t in texts])
 
 
 # errors that mean "the model replica that had this call is gone" (killed, crashed, draining): the call is
@@ -416,12 +467,13 @@ class GuardrailDeployment:
 
     Resources: a small CPU share (INGRESS_CPUS). Inputs: HTTP requests. Outputs: JSON."""
 
-    def __init__(self, settings: dict, paths: dict[str, str], key_sha256: str, model):
+    def __init__(self, settings: dict, paths: dict[str, str], key_sha256: str, model=None):
         self.cfg = build(ServeConfig, settings, "serve")
         self.paths = dict(paths)
         env_key = os.environ.get(self.cfg.api_key_env, "") if self.cfg.api_key_env else ""
         self.key_sha256 = key_sha256 or (hashlib.sha256(env_key.encode()).hexdigest() if env_key else "")
-        self.model = model
+        self.model = model  # a DeploymentHandle to GuardrailModel (split), or None: the model lives here (single)
+        self.local = GuardrailModel.func_or_class(settings, paths) if model is None else None
         self.lost = _replica_lost_errors()
         from ray.serve import metrics
         self.m_texts = metrics.Counter("guardray_texts", description="texts classified",
@@ -430,6 +482,18 @@ class GuardrailDeployment:
                                          tag_keys=("model",))
 
     async def _run(self, texts: list[str], model_id: str) -> list[tuple[float, dict, float, dict]]:
+        if self.local is not None:
+            res = await self.local.score_with(model_id, texts)
+        else:
+            res = await self._call_model(texts, model_id)
+        for r in res:
+            if r[0] == "error":
+                raise ApiError(*r[1:])
+        for u, _, thr, _ in res:
+            self.m_texts.inc(1, tags={"model": model_id, "label": "unsafe" if u >= thr else "safe"})
+        return res
+
+    async def _call_model(self, texts: list[str], model_id: str) -> list:
         handle = self.model.options(multiplexed_model_id=model_id)
         for attempt in range(self.cfg.retries + 1):
             try:
@@ -441,11 +505,6 @@ class GuardrailDeployment:
                                    f"({type(e).__name__}); retry later", "model_unavailable", "model") from e
                 self.m_retries.inc(1, tags={"model": model_id})
                 await asyncio.sleep(min(2.0, 0.1 * 2 ** attempt))
-        for r in res:
-            if r[0] == "error":
-                raise ApiError(*r[1:])
-        for u, _, thr, _ in res:
-            self.m_texts.inc(1, tags={"model": model_id, "label": "unsafe" if u >= thr else "safe"})
         return res
 
     def _texts(self, inp) -> list[str]:
@@ -606,6 +665,8 @@ def build_app(args: dict) -> serve.Application:
     else:
         model_opts["num_replicas"] = cfg.num_replicas
         ingress_opts["num_replicas"] = cfg.ingress_replicas
+    if cfg.topology == "single":  # the model replicas are the ingress: HTTP straight to the replica that scores
+        return GuardrailDeployment.options(name="GuardrailServer", **model_opts).bind(to_dict(cfg), paths, key_sha)
     model = GuardrailModel.options(**model_opts).bind(to_dict(cfg), paths)
     return GuardrailDeployment.options(**ingress_opts).bind(to_dict(cfg), paths, key_sha, model)
 

@@ -287,6 +287,65 @@ def test_a_killed_model_replica_costs_no_failed_request(server, ray_session, ckp
         serve.delete("kill")
 
 
+def test_adaptive_batcher_runs_a_lone_item_at_once_and_batches_what_arrives_meanwhile():
+    from guardray.serve import AdaptiveBatcher
+    seen = []
+
+    async def run(items):
+        seen.append(list(items))
+        await asyncio.sleep(0.05)  # a forward pass
+        if "boom" in items:
+            raise ValueError("bad batch")
+        return [x.upper() for x in items]
+
+    async def go():
+        b = AdaptiveBatcher(run, max_batch_size=4)
+        first = asyncio.ensure_future(b.submit("a"))
+        await asyncio.sleep(0.01)  # "a" runs alone; these six arrive while it runs
+        rest = [asyncio.ensure_future(b.submit(x)) for x in "bcdefg"]
+        out = await asyncio.gather(first, *rest)
+        bad = asyncio.ensure_future(b.submit("boom"))
+        await asyncio.sleep(0.01)
+        ok = asyncio.ensure_future(b.submit("h"))  # arrives during the failing batch: the next batch, unharmed
+        res = await asyncio.gather(bad, ok, return_exceptions=True)
+        return out, res
+    out, res = asyncio.run(go())
+    assert out == list("ABCDEFG")
+    assert seen[:3] == [["a"], ["b", "c", "d", "e"], ["f", "g"]]  # no wait for a lone item; max_batch_size holds
+    assert isinstance(res[0], ValueError) and res[1] == "H"
+
+
+def test_single_topology_answers_like_split(server, ckpts):
+    """topology=single: one deployment is ingress and model (no GuardrailModel), same answers, same 4xx; here with
+    the adaptive batcher, which still shares forward passes between concurrent requests."""
+    from ray import serve
+    from guardray.serve import build_app
+    serve.run(build_app({"model": ckpts["hi"], "models": {"marker": ckpts["marker"]}, "topology": "single",
+                         "batcher": "adaptive", "api_key_env": ""}),
+              name="single", route_prefix="/single", blocking=False)
+    try:
+        deployments = serve.status().applications["single"].deployments
+        assert set(deployments) == {"GuardrailServer"}, deployments
+        r = httpx.post(server + "/single/v1/classify", json={"input": ["hello", "x"]}, timeout=60)
+        assert r.status_code == 200, r.text
+        assert [x["label"] for x in r.json()["results"]] == ["unsafe", "unsafe"]
+        m = httpx.post(server + "/single/v1/classify", timeout=60,
+                       json={"input": ["please" + MARKER, "please"], "model": "marker"})
+        assert m.status_code == 200, m.text
+        assert [x["label"] for x in m.json()["results"]] == ["unsafe", "safe"], m.text
+        bad = httpx.post(server + "/single/v1/classify", json={"input": "x", "model": "nope"}, timeout=60)
+        assert bad.status_code == 404 and "not served" in bad.json()["error"]["message"]
+        mod = httpx.post(server + "/single/v1/moderations", json={"input": "x"}, timeout=60)
+        assert mod.status_code == 200 and mod.json()["results"][0]["flagged"] is True
+
+        async def go():
+            async with httpx.AsyncClient(base_url=server + "/single", timeout=120) as c:
+                return await asyncio.gather(*[c.post("/v1/classify", json={"input": f"t {i}"}) for i in range(24)])
+        assert all(r.status_code == 200 for r in asyncio.run(go()))
+    finally:
+        serve.delete("single")
+
+
 def test_long_input_is_windowed_so_the_end_is_seen(client, ckpts):
     """Harmful content after a long benign prefix: one truncated window misses it, the windows catch it."""
     import torch

@@ -112,7 +112,10 @@ class CuratorConfig:
     language: str = ""  # keep only this language ("" = any); e.g. "en"
     near_dup_threshold: float = rng(0.8, 0.0, 1.0)  # MinHash Jaccard at/above which a text is a near-duplicate
     judge: Literal["none", "classifier", "llm", "both"] = "classifier"  # label verification
-    judge_model: str = ""  # classifier checkpoint for the judge ("" = train-free: keep all)
+    # classifier checkpoint for the judge: a path or registry name; "seeds" = the pipeline trains a judge on the
+    # prompt seeds alone first (runs/NAME/judge; it never sees a synthetic child); "" = no judge: keep all
+    judge_model: str = ""
+    judge_epochs: int = rng(2, 1, 1000)  # judge_model=seeds: epochs of the seeds-only judge (trainer's other settings)
     judge_policy: Literal["keep", "relabel", "drop"] = "drop"  # what to do when the judge disagrees
     judge_margin: float = rng(0.35, 0.0, 1.0)  # disagree only when the judge's score is this far on the other side
     # fidelity rounds (guardray.core.fidelity), checked against the labelled seeds, which never saw the child:
@@ -214,7 +217,8 @@ class AttackConfig:
     harvest_max: int = rng(200, 0, 10_000_000)  # adversarial examples kept per round
     eval_attacks: int = rng(256, 0, 1_000_000)  # held-out seeds attacked afresh each round to measure ASR
     harvest_attacks: int = rng(128, 0, 1_000_000)  # extra fresh attacks on training seeds per round, to harvest
-    validity_model: str = ""  # judge checkpoint for validity=reference ("" = the classifier the attack starts on)
+    # judge checkpoint for validity=reference; "seeds" = the pipeline's seeds-only judge (curator.judge_epochs)
+    validity_model: str = ""
     embedder: str = "minilm"  # sentence embedder for meaning preservation and novelty
     attack_safe: bool = True  # also attack safe seeds (aim: false positives); False = unsafe seeds only
     retrain_epochs: int = rng(1, 1, 1000)  # epochs of the warm-started retrain after each round
@@ -252,12 +256,19 @@ class ServeConfig:
     api_key_env: str = "GUARDRAY_API_KEY"  # bearer token read from this env var; unset/empty = no auth
     max_texts: int = rng(64, 1, 100000)  # texts per request
     max_chars: int = rng(50000, 1, 100_000_000)  # characters per text
-    max_batch_size: int = rng(32, 1, 4096)  # @serve.batch
-    batch_wait_timeout_s: float = rng(0.005, 0.0, 10.0)
+    max_batch_size: int = rng(32, 1, 4096)  # texts per forward pass
+    # serve: Ray Serve's @serve.batch (waits up to batch_wait_timeout_s for a batch to fill; the next batch forms
+    # while one runs); adaptive: no wait - while a forward pass runs the texts that arrive queue, and the next pass
+    # takes all of them (up to max_batch_size), so a lone request never waits and a busy replica runs full batches
+    batcher: Literal["serve", "adaptive"] = "serve"
+    batch_wait_timeout_s: float = rng(0.005, 0.0, 10.0)  # batcher=serve only
     window_stride: int = rng(64, 1, 32768)  # token overlap between windows of long inputs
     num_replicas: int = rng(1, 1, 10000)  # model replicas (GuardrailModel)
     ingress_replicas: int = rng(1, 1, 10000)  # HTTP ingress replicas (light: validation, auth, forwarding)
     retries: int = rng(3, 0, 100)  # the ingress re-sends a call lost with a model replica this many times
+    # split: HTTP ingress + model replicas (a call lost with a killed model replica is re-sent: no failed request);
+    # single: one deployment holds ingress and model (one hop less per request; a killed replica fails its calls)
+    topology: Literal["split", "single"] = "split"
     autoscaling: bool = False
     min_replicas: int = rng(1, 0, 10000)
     max_replicas: int = rng(2, 1, 10000)
