@@ -115,6 +115,41 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def parse_variant(spec: str) -> tuple[str, dict]:
+    """NAME:key=value,key=value (ServeConfig fields) -> (NAME, overrides); e.g. single:topology=single."""
+    import yaml
+    name, sep, rest = spec.partition(":")
+    if not sep or not name.replace("-", "").isalnum():
+        sys.exit(f"serve_bench: --variant {spec!r}: expected NAME:key=value[,key=value], e.g. single:topology=single")
+    over = {}
+    for kv in filter(None, rest.split(",")):
+        k, eq, v = kv.partition("=")
+        if not eq:
+            sys.exit(f"serve_bench: --variant {spec!r}: {kv!r} is not key=value")
+        over[k.strip()] = yaml.safe_load(v)
+    return name, over
+
+
+def model_floor(model: str, texts: list[str], n: int, threads: int) -> dict:
+    """The model alone, in this process: one text per `GuardClassifier.score` call, as a server at concurrency 1
+    would run it (no HTTP, no Serve): the floor under every system's concurrency-1 latency."""
+    import torch
+    from guardray.classifier import GuardClassifier
+    torch.set_num_threads(threads)
+    clf = GuardClassifier.load(model)
+    for t in texts[:8]:
+        clf.score([t])
+    lat = []
+    t_all = time.perf_counter()
+    for i in range(n):
+        t0 = time.perf_counter()
+        clf.score([texts[i % len(texts)]], max_tokens=8192)
+        lat.append(time.perf_counter() - t0)
+    secs = time.perf_counter() - t_all
+    q = np.percentile(np.array(lat) * 1000, [50, 95, 99])
+    return {"n": n, "c": 1, "p50": q[0], "p95": q[1], "p99": q[2], "rps": n / secs, "errors": 0}
+
+
 # ---------------------------------------------------------------- data and model
 
 def read_texts(name: str) -> tuple[list[str], list[int]]:
@@ -148,16 +183,18 @@ def http_part(model: str, sets: dict, args) -> list[dict]:
     from guardray.core.config import ResourcesConfig, ServeConfig
     from guardray.ray_utils import init_ray
     from guardray.serve import build_app, run_server
-    init_ray(num_cpus=4)
+    init_ray(num_cpus=8)  # logical: every system holds 1 CPU and sits idle while another is measured
     systems = {}
     res = ResourcesConfig(serve_cpus=1)
     cfg = ServeConfig(model=model, port=free_port(), threads=args.threads, api_key_env="")
     systems["guardray"] = run_server(cfg, blocking=False, resources=res)
-    if not args.no_int8:
-        app = build_app({"model": model, "threads": args.threads, "quantize": "int8", "api_key_env": "",
+    variants = ([] if args.no_int8 else [("guardray-int8", {"quantize": "int8"})]) + [
+        parse_variant(v) for v in args.variant]
+    for name, over in variants:  # more guardray apps on the same Serve instance, each on its own route
+        app = build_app({"model": model, "threads": args.threads, "api_key_env": "", **over,
                          "resources": {"serve_cpus": 1}})
-        serve.run(app, name="guardray-int8", route_prefix="/int8")
-        systems["guardray-int8"] = systems["guardray"] + "/int8"
+        serve.run(app, name=name, route_prefix=f"/{name}")
+        systems[name] = systems["guardray"] + f"/{name}"
     port = free_port()
     naive = subprocess.Popen([sys.executable, __file__, "--naive-server", model, "--port", str(port),
                               "--threads", str(args.threads)], cwd=ROOT)
@@ -166,6 +203,9 @@ def http_part(model: str, sets: dict, args) -> list[dict]:
         systems["naive"] = f"http://127.0.0.1:{port}"
         wait_healthy(systems["naive"])
         for set_name, texts in sets.items():
+            r = model_floor(model, texts, max(20, args.requests // 3), args.threads)
+            rows.append({"system": "model alone (no server)", "texts": set_name, **r})
+            print(f"model alone    {set_name:10s} c=1   p50={r['p50']:7.1f} ms p95={r['p95']:7.1f}", flush=True)
             for c in (1, 8, 32):
                 n = args.requests if c > 1 else max(20, args.requests // 3)
                 for system, url in systems.items():
@@ -251,6 +291,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch threads for every system")
     ap.add_argument("--only", choices=["http", "options"], default=None)
     ap.add_argument("--no-int8", action="store_true", help="skip the guardray-int8 HTTP rows")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE,...",
+                    help="another guardray system with these ServeConfig overrides (repeatable), e.g. "
+                         "single:topology=single or nowait:batch_wait_timeout_s=0")
     ap.add_argument("--limit", type=int, default=0, help="speed options: first N texts of each set (0 = all)")
     ap.add_argument("--out", default="runs/serve_bench.md")
     ap.add_argument("--naive-server", metavar="MODEL", help=argparse.SUPPRESS)

@@ -13,6 +13,9 @@ and the label it was generated for, not its fate, so the reading is blind. `repo
 ("safe" / "unsafe" / "unclear") with the fates and writes label accuracy (the share whose intended label the reader
 confirms) of kept vs dropped, per round that dropped them, per strategy.
 
+`judges` puts label judges side by side on the audited children they judge (k-NN vote, a linear probe, and any
+seeds-only classifier given with --judge): benchmarks/judge_audit.md.
+
 `recheck` re-curates the demo's current candidates with the current code and config and, for the labelled ones
 among them (same id and text), compares the fates the audit recorded with today's: how accurate what is kept now is,
 and what the new drops were (benchmarks/synth_audit_recheck.md). It reads no evaluation data beyond the demo's
@@ -172,13 +175,85 @@ def recheck(args) -> int:
     return 0
 
 
+def judges(args) -> int:
+    """Label judges side by side on the audited children they would judge (paraphrase and augment: contrastive
+    children are exempt from the label round): does a child the judge agrees with carry its label?"""
+    import re
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from guardray.classifier import GuardClassifier
+    from guardray.core import fidelity as F
+    from guardray.core.config import load_config
+    from guardray.core.curation import judge_disagrees
+    from guardray.data import SEEDS_PATH, load_seeds
+    from guardray.embed import Embedder
+    cfg = load_config(ROOT / "configs" / "demo.yaml")
+    rows = [json.loads(x) for x in SAMPLE.read_text().splitlines()]
+    labels = {json.loads(x)["id"]: json.loads(x)["label"] for x in LABELS.read_text().splitlines()}
+    rows = [r for r in rows if r["id"] in labels and r["strategy"] in ("paraphrase", "augment")]
+    seeds = load_seeds([SEEDS_PATH])
+    index = {e.id: i for i, e in enumerate(seeds)}
+    emb = Embedder(cfg.curator.embed_model)
+    seed_emb, x = emb.encode([e.text for e in seeds]), emb.encode([r["text"] for r in rows])
+    y = np.array([e.unsafe for e in seeds], dtype=float)
+    roots = [index.get(re.sub(r"^r\d+-(paraphrase|contrastive)-", "", r["id"]).rsplit("-", 1)[0])
+             if r["strategy"] == "paraphrase" else None for r in rows]
+    p_unsafe = {"k-NN vote over the seeds (the label round)": F.knn_unsafe_vote(
+        x, seed_emb, y, k=cfg.curator.label_k, exclude=roots)}
+    fold = np.random.default_rng(0).integers(0, 5, len(seeds))  # the probe never saw a child's own root seed
+    probes = [LogisticRegression(max_iter=2000, class_weight="balanced").fit(seed_emb[fold != f], y[fold != f])
+              for f in range(5)]
+    p_unsafe["linear probe on the seeds' embeddings"] = np.array(
+        [probes[fold[r] if r is not None else 0].predict_proba(x[i:i + 1])[0, 1] for i, r in enumerate(roots)])
+    keep_rules = {"k-NN vote over the seeds (the label round)":
+                  lambda lab, p: F.label_verdict(lab, p, margin=cfg.curator.label_margin) != "disagree",
+                  "linear probe on the seeds' embeddings": lambda lab, p: (p >= 0.5) == (lab == "unsafe")}
+    for ck in args.judge:
+        clf = GuardClassifier.load(ck)
+        name = f"seeds-only classifier {Path(ck).name} (threshold {clf.threshold:.2f}, margin {args.margin})"
+        p_unsafe[name] = clf.score([r["text"] for r in rows]).unsafe
+        keep_rules[name] = (lambda t: lambda lab, p: not judge_disagrees(lab, p, threshold=t, margin=args.margin))(
+            clf.threshold)
+    md = ["# Label judges on the audited synthetic children", "", "```",
+          "HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/synth_audit.py judges --judge runs/demo/judge", "```", "",
+          "The team's blind audit labels (benchmarks/synth_audit_labels.jsonl) of the paraphrase and augment children "
+          "(contrastive ones are exempt from label judging). A judge keeps a child it agrees with; right = the "
+          "reader confirmed the intended label, wrong = the reader gave the other label or could not label it "
+          "(unclear: noise either way). AUC = how well the judge's agreement score ranks right above wrong. The "
+          "k-NN vote leaves each paraphrase's root seed out; the probe is cross-fitted so that it never trained on "
+          "a child's root seed; a seeds-only classifier (the pipeline's `curator.judge_model: seeds`) trained on "
+          "the prompt seeds, most roots included, as the pipeline's does.", "",
+          "| judge | intended label | strategy | n | right | kept | right kept | wrong kept | accuracy kept | AUC |",
+          "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, p in p_unsafe.items():
+        for want in ("unsafe", "safe"):
+            for st in ("paraphrase", "augment", "both"):
+                idx = [i for i, r in enumerate(rows) if r["intended_label"] == want and st in (r["strategy"], "both")]
+                if not idx:
+                    continue
+                right = np.array([labels[rows[i]["id"]] == want for i in idx])
+                kept = np.array([keep_rules[name](want, float(p[i])) for i in idx])
+                agree = np.array([p[i] if want == "unsafe" else 1 - p[i] for i in idx])
+                auc = roc_auc_score(right, agree) if 0 < right.sum() < len(right) else float("nan")
+                md.append(f"| {name} | {want} | {st} | {len(idx)} | {right.sum()} | {kept.sum()} | "
+                          f"{(right & kept).sum()} | {(~right & kept).sum()} | "
+                          f"{(right & kept).sum() / max(1, kept.sum()):.2f} | {auc:.3f} |")
+    (ROOT / "benchmarks" / "judge_audit.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("step", choices=["sample", "report", "recheck"])
+    ap.add_argument("step", choices=["sample", "report", "recheck", "judges"])
+    ap.add_argument("--judge", action="append", default=[], help="judges: a seeds-only classifier checkpoint "
+                                                                     "(repeatable), e.g. runs/demo/judge")
+    ap.add_argument("--margin", type=float, default=0.0, help="judges: the classifier judge's curator.judge_margin")
     ap.add_argument("--demo", default=str(ROOT / "runs" / "demo"))
     ap.add_argument("--n", type=int, default=200, help="kept and dropped candidates to sample (each)")
     args = ap.parse_args(argv)
-    return {"sample": sample, "report": report, "recheck": recheck}[args.step](args)
+    return {"sample": sample, "report": report, "recheck": recheck, "judges": judges}[args.step](args)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ Rounds (`curator.rounds`, in that order, each optional):
           labelled seeds (`label_reference`); without them they keep everything and say so
   judge   label verification: a trained guardray classifier (`judge_model`) and/or an LLM answering a SAFE/UNSAFE
           rubric (`judge_llm`); on disagreement keep, relabel or drop (`judge_policy`). With judge=classifier and
-          no judge_model the round keeps everything and says so in the report
+          no judge_model the round keeps everything and says so in the report. The pipeline resolves
+          judge_model=seeds to its seeds-only judge (guardray.pipeline.seeds_judge) before a pool starts
   select  diversity and balance: at most `per_category_max` per category, chosen by k-center on embeddings
 
 Each actor (`Curator`, resources `resources.curator_cpus`) holds only what its constructor arguments determine
@@ -402,6 +403,11 @@ class CuratorPool:
                  label_reference: list[Example] = (), policy: Policy = BUILTIN):
         self.cfg, self.res = cfg, res
         self.judge_model = judge_model or ""
+        if self.judge_model == "seeds":
+            from guardray.errors import UsageError
+            raise UsageError("curator.judge_model=seeds names the pipeline's seeds-only judge, which `guardray run` "
+                             "and `guardray synth` train first (guardray.pipeline.seeds_judge); a CuratorPool built "
+                             "directly needs a checkpoint path")
         self.progress = progress
         ref = prepare_reference(list(reference_texts), list(decontam_texts))
         self.n_label_reference = 0

@@ -18,6 +18,7 @@ attacked ("before retraining") and against the one retrained on the harvest ("af
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -94,6 +95,25 @@ class RunState:
         return drop
 
 
+class Stages:
+    """Wall time per pipeline stage in this run (a stage resumed from an earlier run takes ~0 s):
+    `with stages("train"): ...`; the report lists them (runs/NAME/report.md, "Stage times")."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        t0 = time.time()
+        try:
+            yield
+        finally:
+            self.add(name, t0)
+
+    def add(self, name: str, since: float) -> None:
+        self.seconds[name] = round(self.seconds.get(name, 0.0) + time.time() - since, 1)
+
+
 def log(msg: str) -> None:
     print(f"[guardray {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -137,6 +157,41 @@ def augment_and_curate(cfg: Config, seeds: list[Example], state: RunState) -> li
     res = run_synth(cfg, seeds)
     state.put("synth", {"path": str(res.path), "n": len(res.examples)})
     return res.examples
+
+
+JUDGE_SEEDS = "seeds"  # curator.judge_model / attack.validity_model: the pipeline's seeds-only judge
+
+
+def seeds_judge(cfg: Config, prompts: list[Example], state: RunState) -> Config:
+    """Train the seeds-only judge where the config asks for one (curator.judge_model=seeds: the curation judge
+    round; attack.validity=reference with validity_model=seeds: the attack validity judge) and return the config
+    with its path filled in. It fits the prompt seeds alone (curator.judge_epochs, the trainer's other settings,
+    its own validation split of the seeds for its threshold), so it has never seen a synthetic child or an attack
+    and it is never the attacked classifier. On the team's blind audit of SmolLM2 paraphrases meant unsafe, a
+    seeds-only classifier kept 53 of 86 at 43% label accuracy where the k-NN vote kept 77 at 30%, losing no
+    more right ones (benchmarks/judge_audit.md)."""
+    cur, att = cfg.curator, cfg.attack
+    if cur.judge_model != JUDGE_SEEDS and not (att.validity == "reference" and att.validity_model == JUDGE_SEEDS):
+        return cfg
+    done = state.get("judge")
+    if not done:
+        from guardray.core.splits import split_validation
+        from guardray.trainer import train_classifier
+        fit, val = split_validation(prompts, cfg.data.val_fraction, cfg.run.seed, safe_share=cfg.data.val_safe_share)
+        tcfg = dataclasses.replace(cfg.trainer, epochs=cur.judge_epochs, warm_start="")
+        t0 = time.time()
+        r = train_classifier(tcfg, fit, Path(cfg.run_dir) / "judge", resources=cfg.resources,
+                             seed=cfg.run.seed + 17, val=val, policy=load_policy(cfg.policy))
+        done = {"path": r.path, "threshold": r.threshold, "val": r.metrics, "n_fit": len(fit), "n_val": len(val),
+                "seconds": round(time.time() - t0, 1)}
+        state.put("judge", done)
+        log(f"seeds-only judge: {len(fit)} prompt seeds, {cur.judge_epochs} epoch(s), val AUPRC "
+            f"{r.metrics.get('val_auprc', float('nan')):.3f}, threshold {r.threshold:.3f} -> {r.path}")
+    if cur.judge_model == JUDGE_SEEDS:
+        cur = dataclasses.replace(cur, judge_model=done["path"])
+    if att.validity_model == JUDGE_SEEDS:
+        att = dataclasses.replace(att, validity_model=done["path"])
+    return cfg.replace(curator=cur, attack=att)
 
 
 def operate(cfg: Config, seeds: list[Example], state: RunState) -> list[Example]:
@@ -389,12 +444,19 @@ def run_pipeline(cfg: Config) -> dict:
     log(f"{len(prompts)} prompt seeds, {n_resp} response seeds, {len(seeds) - len(prompts) - n_resp} "
         f"conversation seeds, {len(extra)} extra examples, eval sets: {[Path(p).name for p in eval_sets] or 'none'}")
 
-    synthetic = augment_and_curate(cfg, prompts, state)                                 # augment + curate
-    operated = operate(cfg, prompts, state)                                             # operators
+    stages = Stages()
+    with stages("seeds-only judge"):
+        cfg = seeds_judge(cfg, prompts, state)                                          # seeds-only judge
+    with stages("synthetic data (generate + curate)"):
+        synthetic = augment_and_curate(cfg, prompts, state)                             # augment + curate
+    with stages("operators"):
+        operated = operate(cfg, prompts, state)                                         # operators
     train_set = seeds + extra + operated + synthetic
-    ckpt = train(cfg, train_set, 0, "", state)                                          # train (round 0)
-    rounds = [{"round": 0, "n_train": len(train_set), "val": ckpt["val"],
-               "eval": evaluate(cfg, ckpt["path"], 0, eval_sets, state)}]               # evaluate
+    with stages("round 0: train"):
+        ckpt = train(cfg, train_set, 0, "", state)                                      # train (round 0)
+    with stages("evaluations"):
+        ev0 = evaluate(cfg, ckpt["path"], 0, eval_sets, state)                          # evaluate
+    rounds = [{"round": 0, "n_train": len(train_set), "val": ckpt["val"], "eval": ev0}]
     finished = [r for r in range(1, cfg.attack.rounds + 1) if state.get(f"round/{r}")]
     control, base_set = ckpt, train_set  # the no-attack arm: same warm starts and epochs, no harvested data
     for r in finished:                                                                  # resume
@@ -402,12 +464,14 @@ def run_pipeline(cfg: Config) -> dict:
         ckpt = state.get(f"train/{r}")
         control = state.get(f"train/{r}-control") or control
     if len(finished) == cfg.attack.rounds:
-        return export(cfg, rounds, ckpt, time.time() - t0)
+        return export(cfg, rounds, ckpt, time.time() - t0, stages.seconds)
     train_set = read_many([Path(cfg.run_dir) / "data" / f"train-round-{max(finished)}.parquet"]).examples \
         if finished else train_set
-    actors = build_actors(cfg, ckpt["path"], policy=last_policy(cfg, state), judge_seeds=prompts)
+    with stages("adversarial: start actors"):
+        actors = build_actors(cfg, ckpt["path"], policy=last_policy(cfg, state), judge_seeds=prompts)
     for r in range(max(finished, default=0) + 1, cfg.attack.rounds + 1):
         batches, rbs, stats = [], [], []
+        t_ppo = time.time()
         for u in range(cfg.ppo.updates_per_round):
             seeds_u = random.Random(cfg.run.seed * 7919 + r * 101 + u).sample(
                 attack_pool, min(cfg.ppo.rollouts_per_update, len(attack_pool)))
@@ -421,6 +485,8 @@ def run_pipeline(cfg: Config) -> dict:
                              success=asr(rbs[-1]))
             log(f"round {r} update {u + 1}/{cfg.ppo.updates_per_round}: reward {stats[-1]['mean_reward']:.3f} "
                 f"kl {stats[-1]['kl']:.4f} success {asr(rbs[-1]):.2f}")
+        stages.add("adversarial: PPO updates (rollout, score, update, sync)", t_ppo)
+        t_attacks = time.time()
         fresh = rollout(actors, eval_pool, cfg, r, "eval", cfg.run.seed + 999_983 * r)       # fresh attacks
         before = ray.get(score(actors.scorer, fresh))
         # the ASR measurement (held-out seeds) is never harvested: the retrained classifier is measured on
@@ -432,19 +498,24 @@ def run_pipeline(cfg: Config) -> dict:
         harvested = harvest(batches + ([extra] if extra else []), rbs + ([extra_rb] if extra else []), r,
                             cfg.attack.harvest_max)                                            # harvest
         curated = curate(cfg, harvested, train_set, r)                                     # curate
+        stages.add("adversarial: fresh attacks, harvest, curation", t_attacks)
         train_set = train_set + curated
         if curated:
-            ckpt = train(cfg, train_set, r, ckpt["path"], state)                          # train (warm start)
+            with stages("adversarial: retrain"):
+                ckpt = train(cfg, train_set, r, ckpt["path"], state)                      # train (warm start)
             ray.get([actors.scorer.set_classifier.remote(ckpt["path"]),
                      actors.scorer.record_successes.remote([e.text for e in curated])])
             after = ray.get(score(actors.scorer, fresh))
-            ev = evaluate(cfg, ckpt["path"], r, eval_sets, state)                          # evaluate
+            with stages("evaluations"):
+                ev = evaluate(cfg, ckpt["path"], r, eval_sets, state)                      # evaluate
             if cfg.attack.control:                                                       # control arm
-                control = train(cfg, base_set, r, control["path"], state, arm="-control")
+                with stages("adversarial: control retrain"):
+                    control = train(cfg, base_set, r, control["path"], state, arm="-control")
                 ctl_after = ray.get(actors.scorer.score_against.remote(control["path"], fresh))
+                with stages("evaluations"):
+                    ctl_ev = evaluate(cfg, control["path"], f"{r}-control", eval_sets, state)
                 ctl = {"path": control["path"], "asr_after": asr_detail(fresh, ctl_after),
-                       "val": control["val"], "eval": evaluate(cfg, control["path"], f"{r}-control", eval_sets,
-                                                               state)}
+                       "val": control["val"], "eval": ctl_ev}
         else:  # no new example: retraining on unchanged data would only add an epoch; the classifier stays
             log(f"round {r}: no adversarial example harvested; keeping {ckpt['path']}")
             ckpt = keep_classifier(cfg, train_set, r, ckpt, state)
@@ -467,7 +538,7 @@ def run_pipeline(cfg: Config) -> dict:
         log(f"round {r}: ASR {rec['asr_before_retrain']:.2f} -> {rec['asr_after_retrain']:.2f} after retraining, "
             f"{len(curated)} adversarial examples added")
     release(actors)
-    return export(cfg, rounds, ckpt, time.time() - t0)
+    return export(cfg, rounds, ckpt, time.time() - t0, stages.seconds)
 
 
 # ---------------------------------------------------------------- helpers of the controller
@@ -539,14 +610,17 @@ def success_samples(rollouts: list[Rollout], rb: RewardBatch, k: int = 5) -> lis
     return out
 
 
-def export(cfg: Config, rounds: list[dict], ckpt: dict, seconds: float) -> dict:
+def export(cfg: Config, rounds: list[dict], ckpt: dict, seconds: float, stage_seconds: dict | None = None) -> dict:
     """report.json, report.md and plots (ASR and F1 by round) in runs/NAME/."""
     from guardray.report import write_pipeline_report
     report = {"run": cfg.run.name, "final_checkpoint": ckpt["path"], "threshold": ckpt["threshold"],
-              "seconds": round(seconds, 1), "rounds": rounds,
+              "seconds": round(seconds, 1), "stage_seconds": dict(stage_seconds or {}), "rounds": rounds,
               "choices": {"reward": "guardray.core.adversarial (our formula)",
                           "asr": "fresh attacks on held-out seeds, before and after retraining",
-                          "validity": cfg.attack.validity, "similarity_tau": cfg.attack.similarity_tau}}
+                          "validity": cfg.attack.validity, "validity_model": cfg.attack.validity_model,
+                          "curation_judge": cfg.curator.judge_model if cfg.curator.judge != "none" else "",
+                          "generator": f"{cfg.generator.model} ({cfg.generator.backend})",
+                          "similarity_tau": cfg.attack.similarity_tau}}
     write_pipeline_report(report, Path(cfg.run_dir))
     log(f"done in {seconds / 60:.1f} min: {Path(cfg.run_dir) / 'report.md'}")
     return report
@@ -567,6 +641,7 @@ def run_attack(cfg: Config, classifier: str) -> dict:
     seeds = single_prompts(seeds)  # attacks rewrite single prompts
     attack_pool, eval_pool = split_attack_seeds(seeds, cfg)
     init_ray(cfg.run.ray_address)
+    cfg = seeds_judge(cfg, seeds, RunState(Path(cfg.run_dir)))  # validity_model=seeds: trained (or reused) here
     actors = build_actors(cfg, path, judge_seeds=seeds)
     rbs, batches, stats = [], [], []
     for u in range(cfg.ppo.updates_per_round):

@@ -29,8 +29,13 @@ def write_pipeline_report(report: dict, run_dir: Path) -> None:
           "meaning and label, counted only where the classifier got the seed itself right (our definition; see "
           "guardray/core/adversarial.py), with its 95% Wilson interval. *Before* = against the classifier the "
           "round attacked; *after* = against the classifier retrained on the round's harvest (these attacks are "
-          "never harvested).", "",
-          "## By round", "",
+          "never harvested).", ""]
+    ch = report.get("choices") or {}
+    if ch.get("validity"):
+        judge = ch["validity"] + (f" ({ch['validity_model']})" if ch.get("validity_model") else "")
+        md += [f"Validity judge: {judge}; curation judge: {ch.get('curation_judge') or 'none'}; generator: "
+               f"{ch.get('generator', '-')}.", ""]
+    md += ["## By round", "",
           "| round | train examples | harvested | curated | ASR before | ASR after | val F1 |"
           + "".join(f" F1 {s} |" for s in sets),
           "|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(sets)]
@@ -51,6 +56,10 @@ def write_pipeline_report(report: dict, run_dir: Path) -> None:
     if kept:
         md += ["", f"Round(s) {', '.join(kept)} harvested no adversarial example, so the classifier was not "
                "retrained: its row repeats the previous round's classifier (ASR after = before)."]
+    if report.get("stage_seconds"):
+        md += ["", "## Stage times (this run's wall time; a stage resumed from an earlier run shows ~0)", "",
+               "| stage | minutes |", "|---|---:|"]
+        md += [f"| {k} | {v / 60:.1f} |" for k, v in report["stage_seconds"].items()]
     if sets:
         md += ["", "## Evaluation sets (final round, at the calibrated threshold)", "",
                "| set | n | F1 | precision | recall | FPR | AUPRC | recall@1%FPR |", "|---|---:|---:|---:|---:|---:|---:|---:|"]

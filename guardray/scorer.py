@@ -24,6 +24,8 @@ Validity judges (`attack.validity`):
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import ray
 
@@ -55,6 +57,13 @@ class Scorer:
             if not validity_model:
                 raise UsageError("attack.validity=reference needs attack.validity_model (a judge checkpoint that is "
                                  "not the attacked classifier); or use validity=knn (a vote over the seeds)")
+            if validity_model == "seeds":
+                raise UsageError("attack.validity_model=seeds names the pipeline's seeds-only judge, which `guardray "
+                                 "run` and `guardray attack` train first (guardray.pipeline.seeds_judge); a Scorer "
+                                 "built directly needs a checkpoint path")
+            if Path(validity_model).resolve() == Path(classifier).resolve():
+                raise UsageError(f"attack.validity_model: {validity_model} is the attacked classifier; a validity "
+                                 "judge must be another checkpoint (validity_model=seeds: the seeds-only judge)")
             self.reference = GuardClassifier.load(validity_model, device=self.device)
         if attack.validity == "knn" and not judge_seeds:
             raise UsageError("attack.validity=knn needs labelled seeds to vote (judge_seeds)")

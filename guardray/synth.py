@@ -69,6 +69,14 @@ def _gen_fingerprint(cfg: Config, strategy: str, seeds: list[Example], round: in
                         [(s.id, s.text, s.label) for s in seeds], *extra)
 
 
+def _judge_fingerprint(cfg: Config) -> str:
+    """The judge checkpoint's metadata (threshold, validation metrics, data), so a retrained judge at the same path
+    (the pipeline's seeds-only judge) re-curates."""
+    from guardray.classifier import META_FILE
+    meta = Path(cfg.curator.judge_model) / META_FILE if cfg.curator.judge_model else None
+    return meta.read_text() if meta is not None and meta.is_file() else ""
+
+
 def _stage_done(folder: Path, fingerprint: str) -> dict | None:
     m = folder / "manifest.json"
     if not m.exists():
@@ -314,7 +322,7 @@ def run_synth(cfg: Config, seeds: list[Example] | None = None, *, round: int = 0
                           [_gen_fingerprint(cfg, s, seeds, round) for s in cfg.synth.strategies],
                           {k: v for k, v in to_dict(cfg.curator).items()
                            if k not in ("workers", "max_restarts", "max_task_retries")},
-                          list(cfg.data.decontaminate), list(cfg.data.eval_sets))
+                          list(cfg.data.decontaminate), list(cfg.data.eval_sets), _judge_fingerprint(cfg))
     man = _stage_done(folder, cur_fp)
     if man is not None and (out / "curation.json").exists():
         kept = _read_stage(folder)
@@ -366,6 +374,14 @@ def cli(argv: list[str]) -> int:
     if args.round < 0:
         raise UsageError("--round must be >= 0")
     cfg = load_config(args.config, args.overrides)
+    if cfg.curator.judge_model == "seeds":  # the pipeline's seeds-only judge: train (or reuse) it first
+        from guardray.data import load_seeds, single_prompts
+        from guardray.pipeline import RunState, seeds_judge
+        from guardray.ray_utils import init_ray
+        init_ray(cfg.run.ray_address)
+        prompts = single_prompts(load_seeds(cfg.data.seeds, skip_bad=cfg.data.skip_bad_rows,
+                                            policy=load_policy(cfg.policy)))
+        cfg = seeds_judge(cfg, prompts, RunState(Path(cfg.run_dir)))
     res = run_synth(cfg, round=args.round, progress=not args.no_progress)
     print(json.dumps({"path": str(res.path), "kept": len(res.examples),
                       "dropped": res.report["curation"]["dropped"]}, indent=1))

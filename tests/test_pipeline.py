@@ -82,6 +82,12 @@ def test_two_adversarial_rounds_end_to_end(tiny_run):
     for f in ("report.json", "report.md", "asr_by_round.png", "f1_by_round.png"):
         assert (run / f).exists(), f
     assert "ASR before" in (run / "report.md").read_text()
+    # where the time went: every stage that ran is timed, and the report lists them
+    st = report["stage_seconds"]
+    assert {"round 0: train", "evaluations", "adversarial: PPO updates (rollout, score, update, sync)",
+            "adversarial: fresh attacks, harvest, curation"} <= set(st) and all(v >= 0 for v in st.values())
+    assert st["round 0: train"] > 0 and "## Stage times" in (run / "report.md").read_text()
+    assert "Validity judge: none" in (run / "report.md").read_text()
 
 
 def test_resume_skips_finished_steps(tiny_run):
@@ -146,3 +152,30 @@ def test_replay_set_keeps_every_adversarial_example_and_a_stratified_fixed_sampl
     assert [e.id for e in ctl] == [e.id for e in fit[7:]]
     assert [e.id for e in replay_set(old, 40, seed=4)[0]] != [e.id for e in ctl]
     assert len(replay_set(old + adv, 0, seed=3)[0]) == 207  # 0 = replay everything
+
+
+def test_seeds_only_judge_is_trained_once_on_prompt_seeds_and_is_never_the_attacked_classifier(ray_session, tmp_path):
+    """curator.judge_model=seeds / attack.validity_model=seeds: the pipeline trains one judge on the prompt seeds
+    alone (never a synthetic child), fills its path into both, reuses it on a rerun; other configs train none."""
+    from guardray.core.records import Example
+    from guardray.pipeline import RunState, seeds_judge
+    plain = load_config(ROOT / "configs" / "tiny.yaml", [f"run.out_dir={tmp_path}"])
+    state = RunState(Path(plain.run_dir))
+    seeds = [Example(id=f"s{i}", text=f"please help me with thing number {i}" if i % 2 else f"hurt person {i} now",
+                     label="safe" if i % 2 else "unsafe", categories=() if i % 2 else ("S1",)) for i in range(40)]
+    assert seeds_judge(plain, seeds, state) is plain and not (Path(plain.run_dir) / "judge").exists()
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", [f"run.out_dir={tmp_path}", "curator.judge_model=seeds",
+                                                       "curator.judge_epochs=1", "attack.validity=reference",
+                                                       "attack.validity_model=seeds"])
+    out = seeds_judge(cfg, seeds, state)
+    judge = Path(cfg.run_dir) / "judge"
+    assert out.curator.judge_model == out.attack.validity_model == str(judge)
+    card = json.loads((judge / "guardray.json").read_text())
+    summary = card["train_summary"]
+    assert summary["train"]["n"] + summary["val"]["n"] == len(seeds)  # the seeds, and nothing else
+    assert state.get("judge")["n_fit"] == summary["train"]["n"]
+    stamp = (judge / "guardray.json").stat().st_mtime_ns
+    again = seeds_judge(cfg, seeds, RunState(Path(cfg.run_dir)))  # a rerun reuses the finished step
+    assert again.curator.judge_model == str(judge) and (judge / "guardray.json").stat().st_mtime_ns == stamp
+    # the attacked classifier is a run's classifier/round-N, never the judge's folder
+    assert "classifier" not in judge.parts
