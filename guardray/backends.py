@@ -266,6 +266,11 @@ class VLLMWorkerExtension:
     def guardray_load_weights(self, weights: list) -> int:
         import torch
         runner = self.model_runner  # type: ignore[attr-defined]
+        # the learner trains in fp32; the engine holds the checkpoint's dtype (bf16 for SmolLM2): cast here, once,
+        # rather than have vLLM warn about every tensor it converts
+        dtype = getattr(getattr(runner, "model_config", None), "dtype", None)
+        if isinstance(dtype, torch.dtype):
+            weights = [(k, v.to(dtype) if v.is_floating_point() else v) for k, v in weights]
         if hasattr(runner, "reload_weights"):
             # the in-place reload reruns each layer's post-load processing: on CPU, vLLM repacks linear weights
             # for oneDNN and drops the originals, so a plain model.load_weights after start-up has nothing to load
