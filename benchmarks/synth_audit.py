@@ -216,7 +216,7 @@ def judges(args) -> int:
         keep_rules[name] = (lambda t: lambda lab, p: not judge_disagrees(lab, p, threshold=t, margin=args.margin))(
             clf.threshold)
     md = ["# Label judges on the audited synthetic children", "", "```",
-          "HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/synth_audit.py judges --judge runs/demo/judge", "```", "",
+          "HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/synth_audit.py judges --judge runs/demo/judge --judge runs/ablation/seeds-v2", "```", "",
           "The team's blind audit labels (benchmarks/synth_audit_labels.jsonl) of the paraphrase and augment children "
           "(contrastive ones are exempt from label judging). A judge keeps a child it agrees with; right = the "
           "reader confirmed the intended label, wrong = the reader gave the other label or could not label it "

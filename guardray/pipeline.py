@@ -167,9 +167,9 @@ def seeds_judge(cfg: Config, prompts: list[Example], state: RunState) -> Config:
     round; attack.validity=reference with validity_model=seeds: the attack validity judge) and return the config
     with its path filled in. It fits the prompt seeds alone (curator.judge_epochs, the trainer's other settings,
     its own validation split of the seeds for its threshold), so it has never seen a synthetic child or an attack
-    and it is never the attacked classifier. On the team's blind audit of SmolLM2 paraphrases meant unsafe, a
-    seeds-only classifier kept 53 of 86 at 43% label accuracy where the k-NN vote kept 77 at 30%, losing no
-    more right ones (benchmarks/judge_audit.md)."""
+    and it is never the attacked classifier. On the team's blind audit of 86 SmolLM2 paraphrases meant unsafe,
+    the demo's judge kept 47 at 45% label accuracy where the k-NN vote kept 77 at 30%: 28 fewer wrong ones for
+    2 fewer right ones (benchmarks/judge_audit.md)."""
     cur, att = cfg.curator, cfg.attack
     if cur.judge_model != JUDGE_SEEDS and not (att.validity == "reference" and att.validity_model == JUDGE_SEEDS):
         return cfg

@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Annotated, Literal, Optional, Union
 
 import yaml
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -284,7 +284,12 @@ async def _auth(request: Request, call_next):
         if scheme.lower() != "bearer" or not hmac.compare_digest(got, want):
             return _error(401, "missing or wrong API key: send the header 'Authorization: Bearer KEY' with the "
                           "key set on the server", "invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
-    return await call_next(request)
+    t0 = time.perf_counter()
+    response = await call_next(request)
+    timing = response.headers.get("server-timing")  # the handler's (GuardrailDeployment._run), then the app's
+    response.headers["server-timing"] = f"app;dur={(time.perf_counter() - t0) * 1000:.2f}" + \
+        (f", {timing}" if timing else "")
+    return response
 
 
 def _current_deployment():
@@ -415,8 +420,8 @@ class GuardrailModel:
 
     async def _score_items(self, items: list[tuple[str, str]]) -> list:
         """(model id, text) items from concurrent calls -> (unsafe, {category code: score}, threshold,
-        {moderation key: score}) each, in the model's own policy, or the ("error", status, message, code, param)
-        of a model that failed to load."""
+        {moderation key: score}, forward ms, texts in the forward batch) each, in the model's own policy, or the
+        ("error", status, message, code, param) of a model that failed to load."""
         out: list = [None] * len(items)
         groups: dict[str, list[int]] = {}
         for i, (mid, _) in enumerate(items):
@@ -430,13 +435,16 @@ class GuardrailModel:
                     out[i] = ("error", e.status, e.message, e.code, e.param)
                 continue
             texts = [items[i][1] for i in idx]
+            t0 = time.perf_counter()
             s = await loop.run_in_executor(self.pool, lambda: clf.score(
                 texts, batch_size=self.cfg.max_batch_size, max_tokens=self.cfg.max_batch_tokens or None))
+            forward_ms = (time.perf_counter() - t0) * 1000  # tokenising, padding and the forward pass(es)
             self.m_batch.observe(len(texts), tags={"model": mid})
             self.m_windows.inc(s.windows, tags={"model": mid})
             for j, i in enumerate(idx):
                 cats = dict(zip(clf.codes, map(float, s.categories[j])))
-                out[i] = (float(s.unsafe[j]), cats, clf.threshold, clf.policy.moderation_scores(cats))
+                out[i] = (float(s.unsafe[j]), cats, clf.threshold, clf.policy.moderation_scores(cats), forward_ms,
+                          len(texts))
         return out
 
     async def score(self, texts: list[str]) -> list:
@@ -481,17 +489,26 @@ class GuardrailDeployment:
         self.m_retries = metrics.Counter("guardray_retries", description="model calls retried after a lost replica",
                                          tag_keys=("model",))
 
-    async def _run(self, texts: list[str], model_id: str) -> list[tuple[float, dict, float, dict]]:
+    async def _run(self, texts: list[str], model_id: str, response: Response | None = None) -> list[tuple]:
+        """(unsafe, categories, threshold, moderation scores) per text. `response`: gets a Server-Timing header,
+        where the time went - model = the call to the model (hop, queue, batch wait, forward), forward =
+        tokenising and the forward pass of the batch it rode in (batch = its texts), app = this handler."""
+        t0 = time.perf_counter()
         if self.local is not None:
             res = await self.local.score_with(model_id, texts)
         else:
             res = await self._call_model(texts, model_id)
+        model_ms = (time.perf_counter() - t0) * 1000
         for r in res:
             if r[0] == "error":
                 raise ApiError(*r[1:])
-        for u, _, thr, _ in res:
-            self.m_texts.inc(1, tags={"model": model_id, "label": "unsafe" if u >= thr else "safe"})
-        return res
+        for r in res:
+            self.m_texts.inc(1, tags={"model": model_id, "label": "unsafe" if r[0] >= r[2] else "safe"})
+        if response is not None:
+            response.headers["server-timing"] = (
+                f"model;dur={model_ms:.2f}, forward;dur={max(r[4] for r in res):.2f}, "
+                f'batch;desc="{max(r[5] for r in res)}"')
+        return [r[:4] for r in res]
 
     async def _call_model(self, texts: list[str], model_id: str) -> list:
         handle = self.model.options(multiplexed_model_id=model_id)
@@ -573,7 +590,7 @@ class GuardrailDeployment:
                        "(GET /v1/models)", "model_not_found", "model")
 
     @api.post("/v1/classify", response_model=ClassifyResponse, responses=ERRORS)
-    async def classify(self, body: ClassifyRequest) -> ClassifyResponse:
+    async def classify(self, body: ClassifyRequest, response: Response) -> ClassifyResponse:
         """Classify one text or a list: label, unsafe score, category scores, threshold and model per text."""
         if body.input is not None and body.messages is not None:
             raise ApiError(422, 'send "input" or "messages", not both', "conflicting_input", "messages")
@@ -582,17 +599,17 @@ class GuardrailDeployment:
                            'to classify), not "input"', "response_needs_messages", "target")
         texts = self._texts(self._chat(body.messages, body.target) if body.input is None else body.input)
         mid = self._model_id(body.model)
-        res = await self._run(texts, mid)
+        res = await self._run(texts, mid, response)
         return ClassifyResponse(model=mid, results=[TextResult(
             label="unsafe" if u >= thr else "safe", unsafe_score=u,
             category_scores=cats, threshold=thr, model=mid) for u, cats, thr, _ in res])
 
     @api.post("/v1/moderations", response_model=ModerationResponse, responses=ERRORS)
-    async def moderations(self, body: ModerationRequest) -> ModerationResponse:
+    async def moderations(self, body: ModerationRequest, response: Response) -> ModerationResponse:
         """The OpenAI moderation API shape, mapped from the guardray taxonomy."""
         texts = self._texts(body.input)
         mid = self._model_id(body.model, openai_names=True)
-        res = await self._run(texts, mid)
+        res = await self._run(texts, mid, response)
         return ModerationResponse(id=f"modr-{uuid.uuid4().hex}", model=mid,
                                   results=[moderation_result(u, mod, thr) for u, _, thr, mod in res])
 
@@ -653,9 +670,10 @@ def build_app(args: dict) -> serve.Application:
     key = os.environ.get(cfg.api_key_env, "") if cfg.api_key_env else ""
     key_sha = hashlib.sha256(key.encode()).hexdigest() if key else ""
     custom = {"resources": res.ray_resources("serve")} if res.custom.get("serve") else {}
-    model_opts: dict = {"max_ongoing_requests": cfg.max_ongoing_requests,
+    logs = {"logging_config": {"enable_access_log": cfg.access_log}}
+    model_opts: dict = {"max_ongoing_requests": cfg.max_ongoing_requests, **logs,
                         "ray_actor_options": {"num_cpus": res.serve_cpus, "num_gpus": res.serve_gpus, **custom}}
-    ingress_opts: dict = {"max_ongoing_requests": max(cfg.max_ongoing_requests * 4, 256),
+    ingress_opts: dict = {"max_ongoing_requests": max(cfg.max_ongoing_requests * 4, 256), **logs,
                           "ray_actor_options": {"num_cpus": INGRESS_CPUS, **custom}}
     if cfg.autoscaling:
         auto = {"min_replicas": cfg.min_replicas, "max_replicas": cfg.max_replicas,
@@ -679,7 +697,8 @@ def run_server(cfg: ServeConfig, blocking: bool = True, *, resources: ResourcesC
     from guardray.ray_utils import init_ray
     app = build_app({**to_dict(cfg), "resources": to_dict(resources or ResourcesConfig())})
     init_ray(ray_address)
-    serve.start(http_options={"host": cfg.host, "port": cfg.port})
+    serve.start(http_options={"host": cfg.host, "port": cfg.port},
+                logging_config={"enable_access_log": cfg.access_log})  # the proxy's
     http = _get_global_client().http_config
     if (http.host, http.port) != (cfg.host, cfg.port):
         print(f"guardray: Serve was already running on this cluster with HTTP on {http.host}:{http.port}; "

@@ -143,6 +143,14 @@ def test_classify_one_text_and_a_list(client):
         assert res["label"] == "unsafe" and res["unsafe_score"] > 0.99 and res["threshold"] == 0.7
         assert res["category_scores"]["S1"] > 0.99 and res["category_scores"]["S2"] < 0.01
         assert res["model"] == "round1"
+    # where the time went (Server-Timing): the app holds the model call, which holds the forward pass; the three
+    # texts rode in forward batches of at least one text
+    import sys
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from serve_bench import server_timing
+    t = server_timing(r.headers["server-timing"])
+    assert set(t) == {"app", "model", "forward", "batch"}, r.headers["server-timing"]
+    assert t["app"] >= t["model"] >= t["forward"] > 0 and t["batch"] >= 1
 
 
 def test_chat_messages_classify_the_last_user_turn_in_its_context(client):

@@ -269,6 +269,9 @@ class ServeConfig:
     # split: HTTP ingress + model replicas (a call lost with a killed model replica is re-sent: no failed request);
     # single: one deployment holds ingress and model (one hop less per request; a killed replica fails its calls)
     topology: Literal["split", "single"] = "split"
+    # Ray Serve's access log: a line per request in every replica and the proxy (CPU per request, which a 2-core
+    # machine feels); on for debugging. Errors and warnings are logged either way
+    access_log: bool = False
     autoscaling: bool = False
     min_replicas: int = rng(1, 0, 10000)
     max_replicas: int = rng(2, 1, 10000)
