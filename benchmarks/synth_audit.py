@@ -175,6 +175,17 @@ def recheck(args) -> int:
     return 0
 
 
+READING_JUDGES = """\
+`judge` = the demo's seeds-only judge (`runs/demo/judge`: `curator.judge_model: seeds`, 2 epochs on 2,420 of the
+2,753 prompt seeds, its own validation split of the other 333, val AUPRC 0.947). `seeds-v2` = the ablation's
+seeds-only row (benchmarks/ablation.py: 2,420 training seeds). Reading: on paraphrases meant unsafe - the label
+round's real work, since SmolLM2 keeps the topic and often drops the harm - the k-NN vote keeps 77 of 86 children
+at 30% label accuracy; the demo's judge keeps 47 at 45%, dropping 28 wrong ones for 2 right ones. No judge here
+rescues query augmentation (5 of 122 right), which the demo leaves off. Embedding judges (k-NN, a linear probe)
+rank a child by its topic: they cannot tell a faithful paraphrase from one that kept the words and lost the harm.
+"""
+
+
 def judges(args) -> int:
     """Label judges side by side on the audited children they would judge (paraphrase and augment: contrastive
     children are exempt from the label round): does a child the judge agrees with carry its label?"""
@@ -216,7 +227,8 @@ def judges(args) -> int:
         keep_rules[name] = (lambda t: lambda lab, p: not judge_disagrees(lab, p, threshold=t, margin=args.margin))(
             clf.threshold)
     md = ["# Label judges on the audited synthetic children", "", "```",
-          "HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/synth_audit.py judges --judge runs/demo/judge --judge runs/ablation/seeds-v2", "```", "",
+          "HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/synth_audit.py judges --judge runs/demo/judge "
+          "--judge runs/ablation/seeds-v2", "```", "",
           "The team's blind audit labels (benchmarks/synth_audit_labels.jsonl) of the paraphrase and augment children "
           "(contrastive ones are exempt from label judging). A judge keeps a child it agrees with; right = the "
           "reader confirmed the intended label, wrong = the reader gave the other label or could not label it "
@@ -239,6 +251,7 @@ def judges(args) -> int:
                 md.append(f"| {name} | {want} | {st} | {len(idx)} | {right.sum()} | {kept.sum()} | "
                           f"{(right & kept).sum()} | {(~right & kept).sum()} | "
                           f"{(right & kept).sum() / max(1, kept.sum()):.2f} | {auc:.3f} |")
+    md += ["", READING_JUDGES]
     (ROOT / "benchmarks" / "judge_audit.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0
