@@ -467,6 +467,7 @@ def run_pipeline(cfg: Config) -> dict:
         return export(cfg, rounds, ckpt, time.time() - t0, stages.seconds)
     train_set = read_many([Path(cfg.run_dir) / "data" / f"train-round-{max(finished)}.parquet"]).examples \
         if finished else train_set
+    attack_pool = trainable_seeds(cfg, attack_pool, base_set)
     with stages("adversarial: start actors"):
         actors = build_actors(cfg, ckpt["path"], policy=last_policy(cfg, state), judge_seeds=prompts)
     for r in range(max(finished, default=0) + 1, cfg.attack.rounds + 1):
@@ -574,6 +575,17 @@ def decontam_texts(cfg: Config) -> list[str]:
             texts += [e.text for e in read_many([p], strict_categories=False, skip_bad=True,
                                                 allow_duplicate_ids=True).examples]
     return texts
+
+
+def trainable_seeds(cfg: Config, pool: list[Example], round0_set: list[Example]) -> list[Example]:
+    """The seeds of `pool` outside the classifier's validation split (the fixed split of the round-0 training set
+    that every retrain validates on). A rewrite of a validation seed joins its seed's group, so it would validate
+    and never train: in the demo before this, a round's only harvested example did that and its retrain fit 0
+    adversarial examples. The policy's updates and the harvest therefore attack only seeds it can train on."""
+    from guardray.core.splits import split_validation
+    _, val = split_validation(round0_set, cfg.data.val_fraction, cfg.run.seed, safe_share=cfg.data.val_safe_share)
+    held = {e.seed_id or e.id for e in val}
+    return [s for s in pool if (s.seed_id or s.id) not in held]
 
 
 def split_attack_seeds(seeds: list[Example], cfg: Config) -> tuple[list[Example], list[Example]]:

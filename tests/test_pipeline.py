@@ -58,6 +58,8 @@ def test_two_adversarial_rounds_end_to_end(tiny_run):
     # on the one fixed split
     rt = rounds[1]["retrain"]
     assert rt["replay"]["replayed"] == 40 and rt["n_fit"] == rt["replay"]["adversarial"] + 40 and rt["lr"] == 5e-5
+    # the policy attacks only seeds outside the validation split, so every harvested example is trained on
+    assert rt["replay"]["adversarial"] == rounds[1]["curated"]
     cards = {arm: json.loads((run / "classifier" / f"round-1{arm}" / "guardray.json").read_text())
              for arm in ("", "-control")}
     assert cards[""]["train_summary"]["train"]["n"] == rt["n_fit"]
