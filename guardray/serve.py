@@ -27,9 +27,9 @@ through a DeploymentHandle. A request's path: the auth middleware (bearer token,
 ServeConfig.api_key_env is set -> else 401), FastAPI validation (-> 422 with a message naming the field), our limits
 (max_texts, max_chars -> 413), the model id (-> 404 if not served), then `GuardrailModel.score` - re-sent to another
 replica when the one holding it dies (ServeConfig.retries; classification is idempotent), so losing a model replica
-costs latency, not failed requests. In the model replica each text becomes one item of `@serve.batch` (or of the
-`AdaptiveBatcher`, ServeConfig.batcher=adaptive: no fixed wait), so texts of concurrent requests share forward
-passes. ServeConfig.topology=single folds ingress and model into one deployment, `GuardrailServer`: one hop less,
+costs latency, not failed requests. In the model replica each text becomes one item of the `AdaptiveBatcher` (the
+default, ServeConfig.batcher=adaptive: no fixed wait; or of Ray Serve's `@serve.batch`, batcher=serve), so texts of
+concurrent requests share forward passes. ServeConfig.topology=single folds ingress and model into one deployment, `GuardrailServer`: one hop less,
 no re-send when a replica dies. A batch is grouped by model id; each model comes from the Serve
 multiplexing cache (`@serve.multiplexed`, LRU per replica) and `GuardClassifier.score` scores a long text the way
 the checkpoint's threshold was calibrated (one pass of up to 512 tokens, head + tail beyond, so content at the end
@@ -372,7 +372,7 @@ class AdaptiveBatcher:
 @serve.deployment(name="GuardrailModel")
 class GuardrailModel:
     """A model replica: the default checkpoint loaded at start, others loaded on demand (multiplexed); texts of
-    concurrent calls share forward passes (`@serve.batch`).
+    concurrent calls share forward passes (`AdaptiveBatcher`, or `@serve.batch` with batcher=serve).
 
     Resources: ray_actor_options from ResourcesConfig (serve_cpus, serve_gpus). Inputs: `score(texts)` calls from
     the ingress through a DeploymentHandle (the model id in `multiplexed_model_id`). Outputs: one
