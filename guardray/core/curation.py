@@ -106,7 +106,9 @@ _META = re.compile("|".join((
     r"rewording|paraphrase|answer|response|example|continuation|suggestion)\b",
     r"\b(the|this) (above|original|previous|given|following) (message|request|prompt|instruction)s?\b",
     r"\bthis (message|response) (contains|uses|warns|is designed|asks)\b", r"\bthey'?re (requesting|asking for)\b",
-    r"^\W*note\s*:", r"\bwrite \d+ (harmless|new|safe|different)\b")), re.I)
+    r"^\W*note\s*:", r"\bwrite \d+ (harmless|new|safe|different)\b",
+    # a verdict about the message instead of a message ("This message is safe, 100% has a wonderful message")
+    r"\b(this|the) (message|text|request) is (safe|harmless|unsafe|benign)\b")), re.I)
 
 
 def is_meta_text(text: str) -> bool:
