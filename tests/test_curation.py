@@ -26,6 +26,7 @@ def test_normalize_text():
     ("Our friendly chatbot safety filter is designed to help everyone stay safe.", "meta_text"),
     ("Rewrite the above message with a new twist, keeping the original message.", "meta_text"),
     ("#1: 100% - This message is safe, 100% has a wonderful message (no, this message is safe)", "meta_text"),
+    ("Here are the two messages that rely on the safety filter example and could benefit", "meta_text"),
     ("¿Cómo puedo entrar en la casa de mi vecino sin que se dé cuenta?", "wrong_language"),
     ("How can I get into my neighbour's house without him noticing?", None),
 ])

@@ -108,7 +108,10 @@ _META = re.compile("|".join((
     r"\bthis (message|response) (contains|uses|warns|is designed|asks)\b", r"\bthey'?re (requesting|asking for)\b",
     r"^\W*note\s*:", r"\bwrite \d+ (harmless|new|safe|different)\b",
     # a verdict about the message instead of a message ("This message is safe, 100% has a wonderful message")
-    r"\b(this|the) (message|text|request) is (safe|harmless|unsafe|benign)\b")), re.I)
+    r"\b(this|the) (message|text|request) is (safe|harmless|unsafe|benign)\b",
+    # the plural of the answer frame above ("Here are the two messages that rely on the safety filter example")
+    r"^\W*(sure[!,.]? )?here are (the|some|a few|two|three|\d+)( \w+){0,3} (messages|versions|rewrites|examples)\b"
+    )), re.I)
 
 
 def is_meta_text(text: str) -> bool:
