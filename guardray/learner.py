@@ -59,8 +59,10 @@ class StaleRolloutError(RuntimeError):
 class LocalPPOLearner:
     """The learner's logic, in-process (no Ray): `PPOLearner` below is this class as a Ray actor."""
 
-    def __init__(self, cfg: PPOConfig, gen_cfg: GeneratorConfig, seed: int = 0):
+    def __init__(self, cfg: PPOConfig, gen_cfg: GeneratorConfig, seed: int = 0, threads: int = 0):
         from guardray.models import load_causal_lm, load_tokenizer, resolve
+        if threads:  # resources.learner_threads: more torch threads than the actor's logical CPUs (see there)
+            torch.set_num_threads(threads)
         torch.manual_seed(seed)
         self.cfg, self.gen_cfg, self.seed = cfg, gen_cfg, seed
         self.device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import ray
 
-from guardray.core.adversarial import attack_requests, attack_style, distinct_n, make_rollouts
+from guardray.core.adversarial import (attack_requests, attack_style, distinct_n, make_rollouts, static_attacks,
+                                      static_operator)
 from guardray.core.config import Config, dump_config, load_config, to_dict
 from guardray.core.records import Example, RewardBatch, Rollout, read_many, write_examples
 from guardray.core.taxonomy import load_policy
@@ -137,7 +138,7 @@ def build_actors(cfg: Config, classifier: str, policy: str = "", judge_seeds: li
     ppo = dataclasses.replace(cfg.ppo, policy_model=policy) if policy else cfg.ppo
     learner = PPOLearner.options(num_cpus=res.learner_cpus, num_gpus=res.learner_gpus,
                                  resources=res.ray_resources("learner")).remote(
-        ppo, cfg.generator, cfg.run.seed)
+        ppo, cfg.generator, cfg.run.seed, threads=res.learner_threads)
     replicas = make_replicas(cfg.generator, res, cfg.run.seed)
     opts = dict(num_cpus=res.scorer_cpus, num_gpus=res.scorer_gpus, resources=res.ray_resources("scorer"))
     validity_model = cfg.attack.validity_model or None
@@ -418,6 +419,20 @@ def asr_detail(rollouts: list[Rollout], rb: RewardBatch) -> dict:
             "by_category": {k: cell(keys == k) for k in sorted(set(keys))}}
 
 
+def static_detail(static: list[Rollout], before: RewardBatch, after: RewardBatch) -> dict:
+    """The static suite's ASR before and after the round's retrain (with intervals and per label / category),
+    and per operator before the retrain."""
+    ops = np.array([static_operator(r.generation.prompt_id) for r in static])
+    c = before.components
+    succ = np.asarray(c["success"])
+    # flipped: the classifier got the seed right and the operator's child wrong, whatever the meaning band and
+    # the judge say (an operator keeps the label by construction, so every flip is a real error)
+    flip = np.asarray(c["fooled"]) * np.asarray(c.get("seed_correct", np.ones(len(succ))))
+    return {"before": asr_detail(static, before), "after": asr_detail(static, after),
+            "by_operator": {op: {"n": int((ops == op).sum()), "asr": float(succ[ops == op].mean()),
+                                 "flipped": float(flip[ops == op].mean())} for op in sorted(set(ops.tolist()))}}
+
+
 # ---------------------------------------------------------------- the controller
 
 def run_pipeline(cfg: Config) -> dict:
@@ -468,6 +483,8 @@ def run_pipeline(cfg: Config) -> dict:
     train_set = read_many([Path(cfg.run_dir) / "data" / f"train-round-{max(finished)}.parquet"]).examples \
         if finished else train_set
     attack_pool = trainable_seeds(cfg, attack_pool, base_set)
+    static = static_attacks(eval_pool, ops=cfg.synth.operators, per_seed=cfg.attack.static_per_seed,
+                            seed=cfg.run.seed + 4_099)  # the same fixed perturbations every round and in both arms
     with stages("adversarial: start actors"):
         actors = build_actors(cfg, ckpt["path"], policy=last_policy(cfg, state), judge_seeds=prompts)
     for r in range(max(finished, default=0) + 1, cfg.attack.rounds + 1):
@@ -490,6 +507,7 @@ def run_pipeline(cfg: Config) -> dict:
         t_attacks = time.time()
         fresh = rollout(actors, eval_pool, cfg, r, "eval", cfg.run.seed + 999_983 * r)       # fresh attacks
         before = ray.get(score(actors.scorer, fresh))
+        static_before = ray.get(score(actors.scorer, static)) if static else None
         # the ASR measurement (held-out seeds) is never harvested: the retrained classifier is measured on
         # attacks it has not seen; harvest comes from the update batches and fresh attacks on the training seeds
         pool_r = random.Random(cfg.run.seed * 31 + r).sample(attack_pool, min(cfg.attack.harvest_attacks,
@@ -507,26 +525,30 @@ def run_pipeline(cfg: Config) -> dict:
             ray.get([actors.scorer.set_classifier.remote(ckpt["path"]),
                      actors.scorer.record_successes.remote([e.text for e in curated])])
             after = ray.get(score(actors.scorer, fresh))
+            static_after = ray.get(score(actors.scorer, static)) if static else None
             with stages("evaluations"):
                 ev = evaluate(cfg, ckpt["path"], r, eval_sets, state)                      # evaluate
             if cfg.attack.control:                                                       # control arm
                 with stages("adversarial: control retrain"):
                     control = train(cfg, base_set, r, control["path"], state, arm="-control")
                 ctl_after = ray.get(actors.scorer.score_against.remote(control["path"], fresh))
+                ctl_static = ray.get(actors.scorer.score_against.remote(control["path"], static)) if static else None
                 with stages("evaluations"):
                     ctl_ev = evaluate(cfg, control["path"], f"{r}-control", eval_sets, state)
                 ctl = {"path": control["path"], "asr_after": asr_detail(fresh, ctl_after),
+                       "static_after": asr_detail(static, ctl_static) if static else None,
                        "val": control["val"], "eval": ctl_ev}
         else:  # no new example: retraining on unchanged data would only add an epoch; the classifier stays
             log(f"round {r}: no adversarial example harvested; keeping {ckpt['path']}")
             ckpt = keep_classifier(cfg, train_set, r, ckpt, state)
-            after, ev = before, rounds[-1]["eval"]
+            after, static_after, ev = before, static_before, rounds[-1]["eval"]
         if not (curated and cfg.attack.control):
             ctl = None
         rec = {"round": r, "asr_before_retrain": asr(before), "asr_after_retrain": asr(after),
                "control": ctl,
                "asr_before": asr_detail(fresh, before), "asr_after": asr_detail(fresh, after),
                "by_style": by_style(actors, fresh, before),
+               "static": static_detail(static, static_before, static_after) if static else None,
                "harvested": len(harvested), "curated": len(curated), "n_train": len(train_set),
                "retrained": bool(curated), "retrain": {"n_fit": ckpt.get("n_fit"), "replay": ckpt.get("replay"),
                                                        "lr": cfg.attack.retrain_lr or cfg.trainer.lr,

@@ -81,6 +81,28 @@ def write_pipeline_report(report: dict, run_dir: Path) -> None:
                       f"{_fmt((c.get('val') or {}).get('val_f1'))} |"
                       + "".join(f" {_fmt((ev.get(s) or {}).get('f1'))} / {_fmt((cev.get(s) or {}).get('f1'))} |"
                                 for s in sets))
+    stat = [r for r in rounds if r.get("static")]
+    if stat:
+        md += ["", "## RL attacker vs the static suite (the same held-out seeds)", "",
+               "The static suite applies fixed label-preserving operators (typos, leetspeak, framings, padding, "
+               "transcripts, ...; guardray.core.operators) to the seeds the RL attacker rewrites, and counts a "
+               "success by the same test. The RL attacker adds something only where its ASR is above the static "
+               "suite's.", "",
+               "| round | RL ASR before | static ASR before | static ASR after: treatment | static ASR after: control |",
+               "|---:|---|---|---|---|"]
+        for r in stat:
+            c = (r.get("control") or {}).get("static_after")
+            md.append(f"| {r['round']} | {_asr(r.get('asr_before'), r.get('asr_before_retrain'))} | "
+                      f"{_asr(r['static']['before'])} | {_asr(r['static']['after'])} | {_asr(c) if c else '-'} |")
+        ops = sorted({op for r in stat for op in r["static"]["by_operator"]})
+        md += ["", "Static suite by operator, before retraining: ASR / flipped (n). *Flipped* = the classifier got "
+               "the seed right and the child wrong, whatever the meaning band and the judge say; operators keep "
+               "the label by construction, so every flip is a real error.", "",
+               "| operator |" + "".join(f" round {r['round']} |" for r in stat), "|---|" + "---:|" * len(stat)]
+        for op in ops:
+            cells = [r["static"]["by_operator"].get(op) for r in stat]
+            md.append(f"| {op} |" + "".join(f" {_fmt(c['asr'])} / {_fmt(c.get('flipped'))} ({c['n']}) |" if c
+                                            else " - |" for c in cells))
     comp_rounds = [r for r in rounds if r.get("reward_components")]
     detail = [r for r in comp_rounds if r.get("asr_before")]
     if detail:
@@ -147,6 +169,9 @@ def _plots(rounds: list[dict], sets: list[str], run_dir: Path) -> None:
         ctl = [(r["round"], r["control"]["asr_after"]) for r in adv if (r.get("control") or {}).get("asr_after")]
         if ctl:
             ax.plot([x for x, _ in ctl], [d["asr"] for _, d in ctl], "x:", color="grey", label="control (no attacks)")
+        st = [(r["round"], r["static"]["before"]["asr"]) for r in adv if r.get("static")]
+        if st:
+            ax.plot([x for x, _ in st], [y for _, y in st], "d-.", color="tab:green", label="static suite (before)")
         ax.legend()
     ax.set(xlabel="adversarial round", ylabel="attack success rate", title="ASR by round", ylim=(0, 1))
     fig.tight_layout()

@@ -132,6 +132,28 @@ def test_attack_styles_rotate_over_both_labels_and_diversity_measures():
     assert embedding_spread(e) == pytest.approx(1.0) and embedding_spread(e[[0, 0]]) == pytest.approx(0.0)
 
 
+def test_static_suite_is_fixed_label_preserving_and_tagged_by_operator():
+    """The static suite: the same perturbations every call, the seed's label kept, the prompt-attack frame (which
+    makes a safe seed unsafe) never used, and each rollout names its operator."""
+    from guardray.core.adversarial import static_attacks, static_operator
+    from guardray.core.operators import OPERATORS
+    seeds = [dataclasses.replace(base, id=f"{base.id}-{i}") for i in range(30) for base in (UNSAFE, SAFE)]
+    suite = static_attacks(seeds, per_seed=2, seed=7)
+    assert suite == static_attacks(seeds, per_seed=2, seed=7) and suite != static_attacks(seeds, per_seed=2, seed=8)
+    assert 0.8 * 2 * len(seeds) <= len(suite) <= 2 * len(seeds)  # only no-op children are skipped
+    ops = [static_operator(r.generation.prompt_id) for r in suite]
+    assert set(ops) <= set(OPERATORS) - {"prompt_attack"} and len(set(ops)) >= 10
+    by_seed = {s.id: s for s in seeds}
+    for r, op in zip(suite, ops):
+        assert r.seed is by_seed[r.generation.prompt_id.split("#static@")[0]]  # the rollout attacks its own seed
+        assert r.generation.text != r.seed.text and r.generation.generator == f"op:{op}"
+    assert {r.seed.label for r in suite} == {"safe", "unsafe"}
+    assert static_attacks(seeds, ops=["prompt_attack"], per_seed=1) == []  # it changes the label: no attack
+    assert {static_operator(r.generation.prompt_id) for r in static_attacks(seeds, ops=["typos"], per_seed=3)} \
+        == {"typos"}
+    assert static_attacks(seeds, per_seed=0) == []
+
+
 def _checkpoint(dst, threshold):
     """A tiny guardray checkpoint with a chosen calibrated threshold (2.0: calls everything safe; -1: unsafe)."""
     from guardray.models import resolve

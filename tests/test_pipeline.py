@@ -84,6 +84,16 @@ def test_two_adversarial_rounds_end_to_end(tiny_run):
     for f in ("report.json", "report.md", "asr_by_round.png", "f1_by_round.png"):
         assert (run / f).exists(), f
     assert "ASR before" in (run / "report.md").read_text()
+    # the static suite: the same fixed operator perturbations of the held-out seeds, scored every round against
+    # the attacked, the retrained and the control classifier
+    for r in rounds[1:]:
+        st = r["static"]
+        assert st["before"]["n"] == st["after"]["n"] == sum(d["n"] for d in st["by_operator"].values()) > 0
+        assert "prompt_attack" not in st["by_operator"]
+        if r["control"]:
+            assert r["control"]["static_after"]["n"] == st["before"]["n"]
+    assert rounds[1]["static"]["before"]["n"] == rounds[2]["static"]["before"]["n"]
+    assert "RL attacker vs the static suite" in (run / "report.md").read_text()
     # where the time went: every stage that ran is timed, and the report lists them
     st = report["stage_seconds"]
     assert {"round 0: train", "evaluations", "adversarial: PPO updates (rollout, score, update, sync)",

@@ -136,6 +136,36 @@ def make_rollouts(seeds: list[Example], requests: list[GenRequest], generations:
     return out
 
 
+STATIC_TAG = "#static@"  # prompt ids of the static suite: "<seed id>#static@<operator>"
+
+
+def static_attacks(seeds: list[Example], *, ops=None, per_seed: int = 2, seed: int = 0,
+                   padding=()) -> list[Rollout]:
+    """The static suite: fixed, label-preserving perturbations (guardray.core.operators) of the same held-out seeds
+    the RL attacker rewrites, as Rollouts the Scorer scores with the same success test. It is what the RL attacker
+    has to beat: a policy whose ASR is no higher than this adds nothing over typos, framings and padding.
+
+    `per_seed` distinct operators per seed, drawn independently of the label; `ops` defaults to every operator that
+    keeps the label (the prompt-attack frame makes its child unsafe, so it is no attack on a safe seed). The suite
+    is deterministic in (`seed`, seed ids), so every round (and the control arm) faces the same texts. A child that
+    changes nothing is skipped."""
+    from guardray.core.operators import OPERATORS, apply_operators
+    ops = [o for o in (ops or OPERATORS) if not OPERATORS[o].makes_unsafe]
+    kids = apply_operators(seeds, ops=ops, per_example=per_seed, seed=seed, padding=padding) if ops else []
+    by_id = {s.id: s for s in seeds}
+    out = []
+    for k in kids:
+        op = k.generator.removeprefix("op:")
+        gen = Generation(prompt_id=f"{k.parent_id}{STATIC_TAG}{op}", text=k.text, generator=k.generator)
+        out.append(Rollout(seed=by_id[k.parent_id], generation=gen, policy_version=0))
+    return out
+
+
+def static_operator(prompt_id: str) -> str:
+    """The operator a static-suite rollout applied (from its prompt id)."""
+    return prompt_id.rsplit(STATIC_TAG, 1)[-1]
+
+
 def novelty(embeddings: np.ndarray, memory: np.ndarray) -> np.ndarray:
     """1 - max cosine similarity to the earlier successes (rows L2-normalised); 1.0 when memory is empty.
 
