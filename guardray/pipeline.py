@@ -419,16 +419,26 @@ def asr_detail(rollouts: list[Rollout], rb: RewardBatch) -> dict:
             "by_category": {k: cell(keys == k) for k in sorted(set(keys))}}
 
 
+def flips(rb: RewardBatch) -> RewardBatch:
+    """`rb` with success = the classifier got the seed right and the rewrite wrong, without the meaning band and
+    the validity judge: the static suite's operators keep meaning and label by construction, so every such flip is
+    a real error (and the gates, a MiniLM embedding and a MiniLM judge, share the attacked MiniLM's blind spots:
+    on the demo they rejected almost every leetspeak flip)."""
+    c = rb.components
+    ok = c.get("seed_correct", (1.0,) * len(c["fooled"]))
+    return RewardBatch(rb.rewards, {**c, "success": tuple(f * o for f, o in zip(c["fooled"], ok))},
+                       rb.policy_version)
+
+
 def static_detail(static: list[Rollout], before: RewardBatch, after: RewardBatch) -> dict:
-    """The static suite's ASR before and after the round's retrain (with intervals and per label / category),
-    and per operator before the retrain."""
+    """The static suite before and after the round's retrain: ASR by the RL attacker's full success test, and the
+    flip rate (seed right, child wrong; `flips`), with intervals and per label / category; per operator before the
+    retrain."""
     ops = np.array([static_operator(r.generation.prompt_id) for r in static])
-    c = before.components
-    succ = np.asarray(c["success"])
-    # flipped: the classifier got the seed right and the operator's child wrong, whatever the meaning band and
-    # the judge say (an operator keeps the label by construction, so every flip is a real error)
-    flip = np.asarray(c["fooled"]) * np.asarray(c.get("seed_correct", np.ones(len(succ))))
+    succ = np.asarray(before.components["success"])
+    flip = np.asarray(flips(before).components["success"])
     return {"before": asr_detail(static, before), "after": asr_detail(static, after),
+            "flipped_before": asr_detail(static, flips(before)), "flipped_after": asr_detail(static, flips(after)),
             "by_operator": {op: {"n": int((ops == op).sum()), "asr": float(succ[ops == op].mean()),
                                  "flipped": float(flip[ops == op].mean())} for op in sorted(set(ops.tolist()))}}
 
@@ -537,6 +547,7 @@ def run_pipeline(cfg: Config) -> dict:
                     ctl_ev = evaluate(cfg, control["path"], f"{r}-control", eval_sets, state)
                 ctl = {"path": control["path"], "asr_after": asr_detail(fresh, ctl_after),
                        "static_after": asr_detail(static, ctl_static) if static else None,
+                       "static_flipped_after": asr_detail(static, flips(ctl_static)) if static else None,
                        "val": control["val"], "eval": ctl_ev}
         else:  # no new example: retraining on unchanged data would only add an epoch; the classifier stays
             log(f"round {r}: no adversarial example harvested; keeping {ckpt['path']}")

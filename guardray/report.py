@@ -85,19 +85,22 @@ def write_pipeline_report(report: dict, run_dir: Path) -> None:
     if stat:
         md += ["", "## RL attacker vs the static suite (the same held-out seeds)", "",
                "The static suite applies fixed label-preserving operators (typos, leetspeak, framings, padding, "
-               "transcripts, ...; guardray.core.operators) to the seeds the RL attacker rewrites, and counts a "
-               "success by the same test. The RL attacker adds something only where its ASR is above the static "
-               "suite's.", "",
-               "| round | RL ASR before | static ASR before | static ASR after: treatment | static ASR after: control |",
-               "|---:|---|---|---|---|"]
+               "transcripts, ...; guardray.core.operators) to the seeds the RL attacker rewrites. *Static ASR* counts "
+               "a success by the RL attacker's full test (meaning band, validity judge); *flipped* counts every child "
+               "the classifier gets wrong where it got the seed right: an operator keeps meaning and label by "
+               "construction, so every flip is a real error. Where flipped is far above static ASR, the success "
+               "test's gates (a MiniLM embedding, a MiniLM judge) share the attacked classifier's blind spots, and "
+               "an RL attacker rewarded through them cannot learn those attacks. *After* = against the retrained "
+               "classifier (treatment) and the no-attack control.", "",
+               "| round | RL ASR before | static ASR before | flipped before | flipped after: treatment | "
+               "flipped after: control |", "|---:|---|---|---|---|---|"]
         for r in stat:
-            c = (r.get("control") or {}).get("static_after")
+            st, c = r["static"], (r.get("control") or {}).get("static_flipped_after")
             md.append(f"| {r['round']} | {_asr(r.get('asr_before'), r.get('asr_before_retrain'))} | "
-                      f"{_asr(r['static']['before'])} | {_asr(r['static']['after'])} | {_asr(c) if c else '-'} |")
+                      f"{_asr(st['before'])} | {_asr(st.get('flipped_before'))} | {_asr(st.get('flipped_after'))} "
+                      f"| {_asr(c) if c else '-'} |")
         ops = sorted({op for r in stat for op in r["static"]["by_operator"]})
-        md += ["", "Static suite by operator, before retraining: ASR / flipped (n). *Flipped* = the classifier got "
-               "the seed right and the child wrong, whatever the meaning band and the judge say; operators keep "
-               "the label by construction, so every flip is a real error.", "",
+        md += ["", "Static suite by operator, before retraining: static ASR / flipped (n).", "",
                "| operator |" + "".join(f" round {r['round']} |" for r in stat), "|---|" + "---:|" * len(stat)]
         for op in ops:
             cells = [r["static"]["by_operator"].get(op) for r in stat]
@@ -169,9 +172,11 @@ def _plots(rounds: list[dict], sets: list[str], run_dir: Path) -> None:
         ctl = [(r["round"], r["control"]["asr_after"]) for r in adv if (r.get("control") or {}).get("asr_after")]
         if ctl:
             ax.plot([x for x, _ in ctl], [d["asr"] for _, d in ctl], "x:", color="grey", label="control (no attacks)")
-        st = [(r["round"], r["static"]["before"]["asr"]) for r in adv if r.get("static")]
+        st = [(r["round"], (r["static"].get("flipped_before") or r["static"]["before"])["asr"]) for r in adv
+              if r.get("static")]
         if st:
-            ax.plot([x for x, _ in st], [y for _, y in st], "d-.", color="tab:green", label="static suite (before)")
+            ax.plot([x for x, _ in st], [y for _, y in st], "d-.", color="tab:green",
+                    label="static suite: flipped (before)")
         ax.legend()
     ax.set(xlabel="adversarial round", ylabel="attack success rate", title="ASR by round", ylim=(0, 1))
     fig.tight_layout()

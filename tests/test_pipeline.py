@@ -89,9 +89,12 @@ def test_two_adversarial_rounds_end_to_end(tiny_run):
     for r in rounds[1:]:
         st = r["static"]
         assert st["before"]["n"] == st["after"]["n"] == sum(d["n"] for d in st["by_operator"].values()) > 0
+        # a flip needs no meaning band or judge: never rarer than a full-test success
+        assert st["flipped_before"]["asr"] >= st["before"]["asr"]
+        assert all(d["flipped"] >= d["asr"] for d in st["by_operator"].values())
         assert "prompt_attack" not in st["by_operator"]
         if r["control"]:
-            assert r["control"]["static_after"]["n"] == st["before"]["n"]
+            assert r["control"]["static_after"]["n"] == r["control"]["static_flipped_after"]["n"] == st["before"]["n"]
     assert rounds[1]["static"]["before"]["n"] == rounds[2]["static"]["before"]["n"]
     assert "RL attacker vs the static suite" in (run / "report.md").read_text()
     # where the time went: every stage that ran is timed, and the report lists them
@@ -191,3 +194,15 @@ def test_seeds_only_judge_is_trained_once_on_prompt_seeds_and_is_never_the_attac
     assert again.curator.judge_model == str(judge) and (judge / "guardray.json").stat().st_mtime_ns == stamp
     # the attacked classifier is a run's classifier/round-N, never the judge's folder
     assert "classifier" not in judge.parts
+
+
+def test_a_static_flip_needs_no_meaning_band_or_judge():
+    """The static suite's flip: seed right and child wrong, whatever the meaning band and judge said."""
+    from guardray.core.records import RewardBatch
+    from guardray.pipeline import flips
+    rb = RewardBatch((0.0,) * 4, {"fooled": (1.0, 1.0, 0.0, 1.0), "seed_correct": (1.0, 0.0, 1.0, 1.0),
+                                  "meaning": (0.0, 1.0, 1.0, 1.0), "valid": (0.0, 1.0, 1.0, 1.0),
+                                  "success": (0.0, 0.0, 0.0, 1.0)}, 3)
+    f = flips(rb)
+    assert f.components["success"] == (1.0, 0.0, 0.0, 1.0) and f.components["meaning"] == rb.components["meaning"]
+    assert f.policy_version == 3 and rb.components["success"] == (0.0, 0.0, 0.0, 1.0)  # rb itself unchanged
