@@ -147,6 +147,15 @@ def test_noise_operators_do_what_they_say():
     assert all(O.apply_operator(shout, "casing", seed=s).text != shout.text for s in range(10))
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_every_operator_takes_any_script(name):
+    """Turkish dotless i, the long s and the Kelvin sign match ASCII letters case-insensitively in Python's re:
+    leetspeak raised KeyError on them (found scoring Turkish seeds); no operator may fail on any script."""
+    ex = Example("tr", "Kapıyı açık bırakma, İstanbul'daki evin anahtarı ſ \u212a burada.", "safe")
+    for seed in range(20):
+        assert O.apply_operator(ex, name, seed=seed).text
+
+
 def test_framings_use_several_wordings():
     for name in ("roleplay", "hypothetical", "fiction", "academic", "translate", "quoted", "code_switch"):
         frames = {O.apply_operator(ex, name, seed=s).text.replace(ex.text, "{text}") for ex in SAFE for s in range(30)}

@@ -63,7 +63,8 @@ _URL = re.compile(r"(?:https?://|www\.)\S+|\S+@\S+\.\w+|\b[\w-]+\.(?:com|org|net
 _WORD3 = re.compile(r"[^\W\d_]{3,}")
 _WORD2 = re.compile(r"[^\W\d_]{2,}")
 _LEET = {"a": "4", "e": "3", "i": "1", "o": "0", "s": "5", "t": "7"}
-_LEET_RE = re.compile(r"[aeiost]", re.I)
+# ASCII only: under re.I alone "i" also matches Turkish "ı" and "İ", and "s" the long "ſ", which have no leet twin
+_LEET_RE = re.compile(r"[aeiost]", re.I | re.ASCII)
 # Cyrillic / Greek look-alikes, written as escapes because the literal characters are indistinguishable here.
 _GLYPHS = {"a": "\u0430", "c": "\u0441", "e": "\u0435", "i": "\u0456", "j": "\u0458", "o": "\u043e\u03bf",
            "p": "\u0440", "s": "\u0455", "x": "\u0445", "y": "\u0443", "v": "\u03bd", "A": "\u0410\u0391",
