@@ -6,6 +6,9 @@
     scorer.set_classifier.remote(ckpt_round1)            # the next round attacks the retrained classifier
     scorer.record_successes.remote(texts)                # novelty memory: later rewrites near these earn less
 
+Texts are compared in canonical form (guardray.core.normalize): the meaning and novelty embeddings read the
+normalised rewrite and seed, and every GuardClassifier (attacked and judge) normalises what it scores.
+
 Holds: the current guardrail classifier (`GuardClassifier`, a guardray checkpoint or registry name), the sentence
 embedder (meaning preservation and novelty), the validity judge, and the memory of earlier successful rewrites.
 Resources: what the controller gives it (`resources.scorer_cpus/gpus`); CUDA when it sees a GPU.
@@ -32,6 +35,7 @@ import ray
 from guardray.core import fidelity as F
 from guardray.core.adversarial import adversarial_rewards, form_validity, novelty, reference_validity
 from guardray.core.config import AttackConfig
+from guardray.core.normalize import normalize
 from guardray.core.records import Example, RewardBatch, Rollout
 from guardray.errors import UsageError
 
@@ -112,10 +116,12 @@ class Scorer:
             return RewardBatch((), {}, 0)
         texts = [r.generation.text for r in rollouts]
         labels = [r.seed.label for r in rollouts]
-        x_emb = self.embedder.encode(texts)
+        # meaning and novelty compare canonical forms (guardray.core.normalize), as the classifiers score them: a
+        # "b0mb" rewrite keeps its seed's meaning, which a MiniLM embedding of the raw text does not see
+        x_emb = self.embedder.encode([normalize(t) for t in texts])
         missing = list(dict.fromkeys(r.seed.text for r in rollouts if r.seed.text not in self._seed_emb))
         if missing:
-            for t, e in zip(missing, self.embedder.encode(missing)):
+            for t, e in zip(missing, self.embedder.encode([normalize(x) for x in missing])):
                 self._seed_emb[t] = e
         s_emb = np.stack([self._seed_emb[r.seed.text] for r in rollouts])
         similarity = (x_emb * s_emb).sum(1)

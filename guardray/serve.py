@@ -313,7 +313,8 @@ def load_classifier(path: str, cfg: ServeConfig, device: str = "cpu"):
     """GuardClassifier with the speed options of `cfg` applied, warmed up."""
     import torch
     from guardray.classifier import GuardClassifier
-    clf = GuardClassifier.load(path, device=device, stride=cfg.window_stride, threshold=cfg.threshold)
+    clf = GuardClassifier.load(path, device=device, stride=cfg.window_stride, threshold=cfg.threshold,
+                               normalize=cfg.normalize)
     if cfg.quantize == "int8":
         if device != "cpu":
             raise ConfigError("serve.quantize: int8 is dynamic CPU quantisation; use it on CPU replicas "

@@ -268,6 +268,9 @@ class ServeConfig:
     batcher: Literal["serve", "adaptive"] = "adaptive"
     batch_wait_timeout_s: float = rng(0.005, 0.0, 10.0)  # batcher=serve only
     window_stride: int = rng(64, 1, 32768)  # token overlap between windows of long inputs
+    # canonicalise inputs before scoring (guardray.core.normalize: leetspeak, letter spacing, look-alike letters,
+    # NFKC); None = the checkpoint's guardray.json "scoring.normalize" (on when absent)
+    normalize: Optional[bool] = None
     num_replicas: int = rng(1, 1, 10000)  # model replicas (GuardrailModel)
     ingress_replicas: int = rng(1, 1, 10000)  # HTTP ingress replicas (light: validation, auth, forwarding)
     retries: int = rng(3, 0, 100)  # the ingress re-sends a call lost with a model replica this many times
