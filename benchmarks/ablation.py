@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import random
 import sys
@@ -62,8 +63,11 @@ def build_rows(args, cfg):
             raw += read_examples(f).examples
     not_val = lambda exs: [e for e in exs if (e.seed_id or e.parent_id) not in val_ids]  # noqa: E731
     want = lambda row: not args.only or row in args.only.split(",")  # noqa: E731
+    # the demo's seeds-only judge (runs/demo/judge) for the judge round, as the demo curated with it
+    judge = demo / "judge" if (demo / "judge" / "guardray.json").exists() else ""
     unfiltered = not_val(curate(cfg, seeds, raw, ("rules", "dedup"))) if raw and want("+synth-unfiltered") else []
-    curated = not_val(curate(cfg, seeds, raw, cfg.curator.rounds)) if raw and want("+fidelity") else []
+    curated = not_val(curate(cfg, seeds, raw, cfg.curator.rounds, str(judge))) \
+        if raw and (want("+fidelity") or args.selection) else []
     v1 = [e for e in train_seeds if e.source == "guardray-seeds-v1"]
     rows = {"seeds-v1": v1, "seeds-v2": train_seeds, "+operators": train_seeds + ops_train}
     if raw:
@@ -74,17 +78,18 @@ def build_rows(args, cfg):
              "val_unsafe_share": round(sum(e.unsafe for e in val) / max(1, len(val)), 3),
              "operator_children_train": len(ops_train), "synth_candidates": len(raw),
              "synth_strategies": list(cfg.synth.strategies), "synth_unfiltered_kept": len(unfiltered),
-             "synth_curated_kept": len(curated)}
+             "synth_curated_kept": len(curated), "curation_judge": str(judge) or "none"}
     return rows, val, facts
 
 
-def curate(cfg, seeds, raw, rounds):
+def curate(cfg, seeds, raw, rounds, judge: str = ""):
     """The demo's candidates through `rounds` of the configured curation: rules + dedup only is the
-    'unfiltered' row; the configured rounds (fidelity included) the '+fidelity' row."""
+    'unfiltered' row; the configured rounds (fidelity included, the judge round with `judge`) the '+fidelity'
+    row."""
     from guardray.curator import CuratorPool
     from guardray.synth import read_texts
     ccfg = dataclasses.replace(cfg.curator, rounds=tuple(rounds))
-    with CuratorPool(ccfg, cfg.resources, reference_texts=[e.text for e in seeds], judge_model="",
+    with CuratorPool(ccfg, cfg.resources, reference_texts=[e.text for e in seeds], judge_model=judge,
                      decontam_texts=read_texts(list(cfg.data.eval_sets)), progress=False,
                      label_reference=seeds) as pool:
         return pool.curate(raw, stage="ablation").kept
@@ -135,9 +140,14 @@ def main(argv=None) -> int:
         plan[f"s2l-{b}"] = (pool, dataclasses.replace(t, selection="s2l", selection_budget=b))
     only = [x for x in args.only.split(",") if x]
     facts_file = out / "facts.json"
-    done = json.loads(facts_file.read_text()).get("rows", {}) if facts_file.exists() else {}
+    old = json.loads(facts_file.read_text()) if facts_file.exists() else {}
+    done = old.get("rows", {})
+    # counts of rows this run did not build (--only) keep the values of the run that built them
+    kept_facts = {"synth_unfiltered_kept": "+synth-unfiltered", "synth_curated_kept": "+fidelity"}
+    facts.update({k: old.get("facts", {})[k] for k, row in kept_facts.items()
+                  if only and row not in only and not args.selection and k in old.get("facts", {})})
     for name, (data, tcfg) in plan.items():
-        if only and name not in only:
+        if only and name not in only and not (args.selection and name.startswith(("random-", "s2l-"))):
             continue
         folder = out / name.lstrip("+")
         t0 = time.perf_counter()
@@ -166,11 +176,16 @@ def main(argv=None) -> int:
     for k in order:
         rdir = out / "eval" / k.lstrip("+")
         prev = rdir / "report.json"
-        if prev.exists() and json.loads(prev.read_text()).get("model") == done[k]["path"]:
+        stamp = rdir / "checkpoint.sha256"  # the same path may hold another checkpoint (a rerun of the demo)
+        meta = Path(done[k]["path"]) / "guardray.json"
+        digest = hashlib.sha256(meta.read_bytes()).hexdigest() if meta.exists() else ""
+        if prev.exists() and json.loads(prev.read_text()).get("model") == done[k]["path"] and stamp.exists() \
+                and stamp.read_text() == digest:
             reports[k] = json.loads(prev.read_text())
             continue
         print(f"[ablation] scoring {k} on {len(sets)} sets", flush=True)
         reports[k] = evaluate(done[k]["path"], sets, rdir, plots=False, progress=False)
+        stamp.write_text(digest)
     append_table(order, done, facts, reports, args.davidson_rows)
     return 0
 

@@ -6,9 +6,10 @@ without changing what the text says.
     normalize("hоw tо hаck")               -> "how to hack"        (Cyrillic look-alikes inside Latin words)
     normalize("Ｆｕｌｌｗｉｄｔｈ")           -> "Fullwidth"          (NFKC: fullwidth, ligatures, math letters)
 
-Why: on the demo's own validation seeds (never trained on), the classifier flipped 22% of leetspeak children,
-13% of homoglyph children and 8% of letter-spaced children of seeds it got right (benchmarks/robustness.md); a
-user who types "b0mb" or "k i l l" should not get past the guard. What it leaves alone: digits that are numbers
+Why: on the demo's own validation seeds (never trained on), the classifier flipped 25% of leetspeak children,
+14% of homoglyph children and 10% of letter-spaced children of seeds it got right; canonical input brings that to
+4%, 0% and 2% at unchanged evaluation-set F1 (benchmarks/robustness.md). A user who types "b0mb" or "k i l l"
+should not get past the guard. What it leaves alone: digits that are numbers
 ("3 kids", "1990s", "$100", "covid19", "b2b": a token with a digit that has no letter twin, or no letter at all, is
 kept), URLs and e-mail addresses, words in other scripts (a Cyrillic letter is mapped only inside a word that
 also has Latin letters, or in a text whose letters are mostly Latin), accents (the classifier's tokenizer handles
