@@ -13,6 +13,14 @@ throughput. Systems (one at a time, the other stopped):
             torch threads = --threads; also `guardray-int8` (quantize=int8) unless --no-int8
   naive     a plain FastAPI app under uvicorn, transformers pipeline("text-classification"), one request at a
             time (the pipeline runs on the event loop), truncation at 256 tokens, same torch threads
+  infinity-emb  (with --infinity PATH) the infinity-emb server (a dynamic-batching embedding/classification
+            server, PyPI infinity-emb 0.0.78), torch engine on CPU, batch size 32, same torch threads, POST
+            /classify. It needs transformers < 5 (0.0.78 calls `batch_encode_plus`, gone in transformers 5), so it
+            lives in its own venv:
+                python3 -m venv /tmp/infvenv && /tmp/infvenv/bin/pip install 'infinity-emb[server,torch]==0.0.78' \
+                    'transformers>=4.45,<5'
+                ... serve_bench.py --infinity /tmp/infvenv/bin/infinity_emb
+            Its scores come from its own head activation (a softmax over the labels), so only its speed is compared.
 Speed-options part (no HTTP): GuardClassifier scoring of the OpenAI-moderation and XSTest sets with fp32,
 dynamic int8, torch.compile and thread counts: texts/s and the quality delta against fp32 (F1 at the
 checkpoint's threshold, AUPRC, label agreement, max |score difference|).
@@ -84,7 +92,12 @@ def server_timing(header: str) -> dict[str, float]:
     return out
 
 
-async def load(url: str, texts: list[str], n: int, concurrency: int, headers=None) -> dict:
+def guardray_body(text: str) -> dict:
+    return {"input": text}
+
+
+async def load(url: str, texts: list[str], n: int, concurrency: int, headers=None, path: str = "/v1/classify",
+               body=guardray_body) -> dict:
     """Latency percentiles and throughput; for a server that sends Server-Timing (guardray), also the medians of
     its parts: app (the HTTP app in the replica), model (the model call), forward (tokenising + forward pass) and
     the forward batch's size, so client - app = the Serve proxy and HTTP."""
@@ -99,7 +112,7 @@ async def load(url: str, texts: list[str], n: int, concurrency: int, headers=Non
         for i in queue:
             t0 = time.perf_counter()
             try:
-                r = await c.post("/v1/classify", json={"input": texts[i % len(texts)]})
+                r = await c.post(path, json=body(texts[i % len(texts)]))
                 errors += r.status_code != 200
                 for k, v in server_timing(r.headers.get("server-timing", "")).items():
                     parts.setdefault(k, []).append(v)
@@ -111,7 +124,7 @@ async def load(url: str, texts: list[str], n: int, concurrency: int, headers=Non
                                  limits=httpx.Limits(max_connections=concurrency)) as c:
         warm = iter(range(min(8, n)))
         for _ in warm:
-            await c.post("/v1/classify", json={"input": texts[0]})
+            await c.post(path, json=body(texts[0]))
         t0 = time.perf_counter()
         await asyncio.gather(*[worker(c) for _ in range(concurrency)])
         secs = time.perf_counter() - t0
@@ -120,12 +133,14 @@ async def load(url: str, texts: list[str], n: int, concurrency: int, headers=Non
             **{f"{k}_p50": float(np.median(v)) for k, v in parts.items()}}
 
 
-def wait_healthy(url: str, seconds: float = 300) -> None:
+def wait_healthy(url: str, seconds: float = 300, path: str = "/healthz", proc=None) -> None:
     import httpx
     deadline = time.time() + seconds
     while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{url}: the server exited with code {proc.returncode} before it was healthy")
         try:
-            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+            if httpx.get(url + path, timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -219,6 +234,17 @@ def http_part(model: str, sets: dict, args) -> list[dict]:
                          "resources": {"serve_cpus": 1}})
         serve.run(app, name=name, route_prefix=f"/{name}")
         systems[name] = systems["guardray"] + f"/{name}"
+    peers = []  # (process, name, url, request path, body)
+    if args.infinity:  # infinity-emb (a dynamic-batching classification server) in its own venv, same threads
+        port = free_port()
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
+               "INFINITY_ANONYMOUS_USAGE_STATS": "0", "DO_NOT_TRACK": "1"}  # no telemetry calls (offline)
+        proc = subprocess.Popen([args.infinity, "v2", "--model-id", model, "--served-model-name", "guard",
+                                 "--port", str(port), "--host", "127.0.0.1", "--engine", "torch", "--device", "cpu",
+                                 "--batch-size", "32", "--no-bettertransformer", "--url-prefix", ""], cwd=ROOT,
+                                env=env, stdout=subprocess.DEVNULL)
+        peers.append((proc, "infinity-emb", f"http://127.0.0.1:{port}", "/classify",
+                      lambda t: {"model": "guard", "input": [t]}))
     port = free_port()
     naive = subprocess.Popen([sys.executable, __file__, "--naive-server", model, "--port", str(port),
                               "--threads", str(args.threads)], cwd=ROOT)
@@ -226,6 +252,10 @@ def http_part(model: str, sets: dict, args) -> list[dict]:
     try:
         systems["naive"] = f"http://127.0.0.1:{port}"
         wait_healthy(systems["naive"])
+        requests_of = {}
+        for proc, name, url, path, body in peers:
+            wait_healthy(url, seconds=600, path="/health", proc=proc)
+            systems[name], requests_of[name] = url, (path, body)
         for set_name, texts in sets.items():
             r = model_floor(model, texts, max(20, args.requests // 3), args.threads)
             rows.append({"system": "model alone (no server)", "texts": set_name, **r})
@@ -233,7 +263,8 @@ def http_part(model: str, sets: dict, args) -> list[dict]:
             for c in (1, 8, 32):
                 n = args.requests if c > 1 else max(20, args.requests // 3)
                 for system, url in systems.items():
-                    r = asyncio.run(load(url, texts, n, c))
+                    path, body = requests_of.get(system, ("/v1/classify", guardray_body))
+                    r = asyncio.run(load(url, texts, n, c, path=path, body=body))
                     rows.append({"system": system, "texts": set_name, **r})
                     split = (f" [app {r['app_p50']:.1f}, model {r.get('model_p50', 0):.1f}, forward "
                              f"{r.get('forward_p50', 0):.1f} ms, batch {r.get('batch_p50', 0):.0f}]"
@@ -242,8 +273,9 @@ def http_part(model: str, sets: dict, args) -> list[dict]:
                           f"p95={r['p95']:7.1f} p99={r['p99']:7.1f} {r['rps']:6.1f} req/s errors={r['errors']} "
                           f"(load avg {os.getloadavg()[0]:.1f}){split}", flush=True)
     finally:
-        naive.terminate()
-        naive.wait(timeout=60)
+        for proc in [naive, *(p[0] for p in peers)]:
+            proc.terminate()
+            proc.wait(timeout=60)
         serve.shutdown()
     return rows
 
@@ -324,6 +356,9 @@ def main(argv=None) -> int:
     ap.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE,...",
                     help="another guardray system with these ServeConfig overrides (repeatable), e.g. "
                          "single:topology=single or nowait:batch_wait_timeout_s=0")
+    ap.add_argument("--infinity", metavar="PATH", default="",
+                    help="the infinity_emb executable (infinity-emb installed in its own venv, README of "
+                         "benchmarks): adds it as a peer on the same checkpoint")
     ap.add_argument("--limit", type=int, default=0, help="speed options: first N texts of each set (0 = all)")
     ap.add_argument("--out", default="runs/serve_bench.md")
     ap.add_argument("--naive-server", metavar="MODEL", help=argparse.SUPPRESS)
