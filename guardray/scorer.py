@@ -108,7 +108,7 @@ class Scorer:
     def record_successes(self, texts: list[str]) -> int:
         """Add successful rewrites to the novelty memory; returns its size."""
         if texts:
-            self.memory = np.concatenate([self.memory, self.embedder.encode(list(texts))])
+            self.memory = np.concatenate([self.memory, self.embedder.encode([normalize(t) for t in texts])])
         return int(len(self.memory))
 
     def score(self, rollouts: list[Rollout]) -> RewardBatch:
