@@ -12,7 +12,9 @@ throughput. Systems (one at a time, the other stopped):
   guardray  GuardrailDeployment, 1 replica, @serve.batch (max 32 texts, 5 ms wait), windows of 256 tokens,
             torch threads = --threads; also `guardray-int8` (quantize=int8) unless --no-int8
   naive     a plain FastAPI app under uvicorn, transformers pipeline("text-classification"), one request at a
-            time (the pipeline runs on the event loop), truncation at 256 tokens, same torch threads
+            time (the pipeline runs on the event loop), truncation at 256 tokens, same torch threads; its head
+            reads BERT's [CLS] pooler, so on a `pooling=mean` checkpoint (the demo's since the LP-FT recipe) its
+            scores are not the guard's: a speed peer only (same encoder, same FLOPs)
   infinity-emb  (with --infinity PATH) the infinity-emb server (a dynamic-batching embedding/classification
             server, PyPI infinity-emb 0.0.78), torch engine on CPU, batch size 32, same torch threads, POST
             /classify. It needs transformers < 5 (0.0.78 calls `batch_encode_plus`, gone in transformers 5), so it

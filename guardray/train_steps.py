@@ -3,7 +3,8 @@
 
 `build_model` loads the backbone (or a warm start) with guardray's 16-output head, LoRA-wrapped if asked;
 `guard_loss` is BCE on the unsafe output plus the weighted category BCE; `encode` makes head + tail token features;
-`epoch_batches` groups by length; `train_epoch` / `predict` run them; `val_metrics` calibrates the threshold on
+`epoch_batches` groups by length; `fit_head` is LP-FT's head-only stage; `train_epoch` / `predict` run them;
+`WiseFT` interpolates the encoder back towards the backbone; `val_metrics` calibrates the threshold on
 validation predictions; `trainable_state` / `load_trainable` move the trained weights in and out of checkpoints.
 """
 from __future__ import annotations
@@ -137,6 +138,89 @@ def make_optimizer(model, cfg: TrainerConfig, total_steps: int):
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total_steps, cfg.warmup_ratio))
     return opt, sched
+
+
+def fit_head(model, tok, feats, rows, *, epochs: int, lr: float, seed: int, batch_size: int, pos_weight: float,
+             category_weight: float, device="cpu", cat_pos_weight=None) -> float:
+    """LP-FT's first stage: fit the classification head alone on the frozen encoder's features, so the full
+    fine-tune that follows starts from a head that fits them instead of a random one. The features (what the head
+    reads: the pooler output, or the masked mean with pooling=mean) are computed once in eval mode, then the head
+    trains `epochs` epochs on them with its own dropout, AdamW at a constant `lr`. Returns the last epoch's mean
+    loss. The same seed gives the same head on every rank."""
+    import torch
+    from guardray.classifier import _head
+    dropout, head = _head(model)
+    n = len(rows)
+    seen: list = []
+    hook = head.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach()))
+    was_training = model.training
+    model.eval()
+    x = None
+    try:
+        with torch.no_grad():
+            order = sorted(range(n), key=lambda i: len(feats[i]["input_ids"]))
+            for s in range(0, n, 64):
+                idx = order[s:s + 64]
+                b = {k: v.to(device) for k, v in collate(tok, feats, rows, idx).items() if k not in ("y", "cat")}
+                with autocast(device):
+                    model(**b)
+                h = seen.pop().float()
+                if h.dim() != 2:
+                    raise ValueError("trainer.head_epochs needs a head that reads one vector per text (BERT/MiniLM, "
+                                     "or trainer.pooling=mean); set trainer.head_epochs=0 for this backbone")
+                if x is None:
+                    x = torch.empty(n, h.shape[1], device=device)
+                x[idx] = h
+    finally:
+        hook.remove()
+    y = torch.tensor([r["y"] for r in rows], dtype=torch.float32, device=device)
+    cat = torch.tensor([r["cat"] for r in rows], dtype=torch.bool, device=device)
+    params = [p for p in head.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    g = torch.Generator().manual_seed(seed * 100003 + 7)
+    dropout.train()
+    head.train()
+    loss_sum = 0.0
+    for _ in range(epochs):
+        perm, loss_sum = torch.randperm(n, generator=g).tolist(), 0.0
+        for s in range(0, n, batch_size):
+            i = perm[s:s + batch_size]
+            logits = head(dropout(x[i]))
+            loss = guard_loss(logits.float(), y[i], cat[i], pos_weight, category_weight,
+                              cat_pos_weight=cat_pos_weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += float(loss.detach()) * len(i)
+    model.train(was_training)
+    return loss_sum / max(n, 1)
+
+
+class WiseFT:
+    """WiSE-FT: the encoder's weights interpolated between the fine-tuned ones and the backbone's (`alpha` = 1.0
+    is the fine-tuned model, 0.0 the backbone; the head is not touched). Capture the backbone with
+    `WiseFT(model, alpha)` before training; `with w.applied(model):` swaps the interpolated encoder in (to validate
+    or export it) and puts the fine-tuned weights back on exit, so training continues from them."""
+
+    def __init__(self, model, alpha: float):
+        self.alpha = alpha
+        self.pre = {k: v.detach().clone() for k, v in model.base_model.state_dict().items()}
+
+    def applied(self, model):
+        import contextlib
+
+        @contextlib.contextmanager
+        def swap():
+            enc = model.base_model
+            ft = {k: v.detach().clone() for k, v in enc.state_dict().items()}
+            a = self.alpha
+            enc.load_state_dict({k: (a * v + (1 - a) * self.pre[k].to(v.device)) if v.is_floating_point() else v
+                                 for k, v in ft.items()})
+            try:
+                yield
+            finally:
+                enc.load_state_dict(ft)
+        return swap()
 
 
 def autocast(device):

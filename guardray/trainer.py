@@ -14,7 +14,9 @@ What it does, in order (`train_classifier`):
    `AutoModelForSequenceClassification` (encoder or decoder; default `minilm`) with guardray's 16 sigmoid outputs:
    output 0 the binary unsafe head, 1..15 the multi-label category head (guardray.classifier). Full fine-tune or
    LoRA (peft). Loss = BCE(unsafe) [pos_weight = n_safe/n_unsafe with class_weight=balanced]
-   + category_loss_weight * BCE(categories) over unsafe rows that carry categories.
+   + category_loss_weight * BCE(categories) over unsafe rows that carry categories. With `head_epochs` the head is
+   first fitted alone on the frozen encoder's features (LP-FT); with `wise_alpha` < 1 every epoch validates (and
+   keeps) the encoder interpolated back towards the backbone (WiSE-FT); guardray.train_steps.
 4. Each epoch every worker scores its shard of the validation split, the shards are gathered, the decision threshold
    is calibrated (best F1, or max recall at a target FPR; guardray.core.calibration) and the metrics are reported to
    Ray Train with a checkpoint (weights + optimizer state). Early stopping on validation AUPRC.
@@ -31,6 +33,7 @@ epoch steps `guardray.train_steps`; this module is the Ray Train role around the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -53,7 +56,8 @@ from guardray.core.taxonomy import BUILTIN, Policy
 from guardray.core.splits import (category_pos_weights, check_data, data_summary, example_rows, pos_weight,
                                   split_validation)
 from guardray.train_steps import (build_model, check_warm_start, encode, epoch_batches, load_trainable,
-                                  make_optimizer, predict, scoring_length, train_epoch, trainable_state, val_metrics)
+                                  make_optimizer, predict, scoring_length, train_epoch, trainable_state, val_metrics,
+                                  fit_head, WiseFT)
 
 TRAIN_STATE = "train_state.json"  # inside the final Ray Train checkpoint: history and best epoch
 MONITOR = "val_auprc"  # early stopping and best-epoch choice (threshold-free, so calibration noise does not leak)
@@ -116,6 +120,8 @@ def train_loop_per_worker(config: dict) -> None:
     start_epoch, history, best = 1, [], {"epoch": 0, "score": -math.inf, "metrics": {}}
     bad_epochs, resumed_from, best_state = 0, 0, None  # best_state: the best epoch's trainable weights (CPU)
     opt_state = None
+    # WiSE-FT captures the backbone's encoder before any weights are loaded or trained
+    wise = WiseFT(model, cfg.wise_alpha) if cfg.wise_alpha < 1.0 else None
     ckpt = ray.train.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
@@ -140,6 +146,15 @@ def train_loop_per_worker(config: dict) -> None:
         if state.get("stopped"):  # it had stopped early and failed while exporting: export, do not train on
             start_epoch = cfg.epochs + 1
 
+    if ckpt is None and cfg.head_epochs and not cfg.warm_start:  # LP-FT: the head alone first (every rank alike)
+        model.to(device)
+        t0 = time.perf_counter()
+        head_loss = fit_head(model, tok, feats, train_rows, epochs=cfg.head_epochs, lr=cfg.head_lr, seed=seed,
+                             batch_size=cfg.batch_size, pos_weight=pw, category_weight=cw, device=device,
+                             cat_pos_weight=cpw)
+        if rank == 0 and config["progress"]:
+            print(f"[guardray train] head alone (LP-FT): {cfg.head_epochs} epochs on frozen features, "
+                  f"loss {head_loss:.4g} ({time.perf_counter() - t0:.0f} s)")
     model = ray.train.torch.prepare_model(model)  # DDP when world > 1, moved to this worker's device
     core = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
     opt, sched = make_optimizer(model, cfg, total_steps)
@@ -170,24 +185,29 @@ def train_loop_per_worker(config: dict) -> None:
         m = {"epoch": epoch, "train_loss": sum(a for a, _ in losses) / max(1, sum(b for _, b in losses)),
              "train_samples_per_s": sum(b for _, b in losses) / train_s, "lr": sched.get_last_lr()[0],
              "resumed_from_epoch": resumed_from}
-        if val_rows:  # each rank scores its shard; every rank computes the same metrics from the gathered whole
-            mine = list(range(rank, len(val_rows), world))
-            p, lo = predict(core, tok, vfeats, val_rows, mine, max(cfg.batch_size, 32), pos_weight=pw,
-                            category_weight=cw, device=device, cat_pos_weight=cpw)
-            parts = gather((mine, p, lo))
-            idx = [i for part in parts for i in part[0]]
-            probs = np.concatenate([part[1] for part in parts])[np.argsort(idx)]
-            vloss = np.concatenate([part[2] for part in parts])[np.argsort(idx)]
-            m.update(val_metrics([r["y"] for r in val_rows], probs, vloss, cfg.threshold_policy, cfg.target_fpr))
-            score = m[MONITOR] if not math.isnan(m[MONITOR]) else -m["val_loss"]
-        else:
-            m["threshold"] = 0.5
-            score = -m["train_loss"]
+        kept = None  # with WiSE-FT: the interpolated weights, validated and kept; training goes on from `cur`
+        with (wise.applied(core) if wise is not None else contextlib.nullcontext()):
+            if val_rows:  # each rank scores its shard; every rank computes the same metrics from the gathered whole
+                mine = list(range(rank, len(val_rows), world))
+                p, lo = predict(core, tok, vfeats, val_rows, mine, max(cfg.batch_size, 32), pos_weight=pw,
+                                category_weight=cw, device=device, cat_pos_weight=cpw)
+                parts = gather((mine, p, lo))
+                idx = [i for part in parts for i in part[0]]
+                probs = np.concatenate([part[1] for part in parts])[np.argsort(idx)]
+                vloss = np.concatenate([part[2] for part in parts])[np.argsort(idx)]
+                m.update(val_metrics([r["y"] for r in val_rows], probs, vloss, cfg.threshold_policy,
+                                     cfg.target_fpr))
+                score = m[MONITOR] if not math.isnan(m[MONITOR]) else -m["val_loss"]
+            else:
+                m["threshold"] = 0.5
+                score = -m["train_loss"]
+            if wise is not None:
+                kept = trainable_state(core)
         m["epoch_s"] = time.perf_counter() - t0
         history.append(m)
         cur = trainable_state(core)
         if score > best["score"]:
-            best, bad_epochs, best_state = {"epoch": epoch, "score": score, "metrics": m}, 0, cur
+            best, bad_epochs, best_state = {"epoch": epoch, "score": score, "metrics": m}, 0, kept or cur
         else:
             bad_epochs += 1
         stop = cfg.early_stopping_patience > 0 and bad_epochs >= cfg.early_stopping_patience
@@ -199,7 +219,7 @@ def train_loop_per_worker(config: dict) -> None:
             ck = None
             if rank == 0:
                 save_file(cur, os.path.join(d, "trainable.safetensors"))
-                if best["epoch"] != epoch and best_state is not None:
+                if (best["epoch"] != epoch or wise is not None) and best_state is not None:
                     save_file(best_state, os.path.join(d, "best.safetensors"))
                 torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()},
                            os.path.join(d, "optim.pt"))

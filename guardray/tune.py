@@ -4,7 +4,7 @@
     ray job submit --working-dir . -- python jobs/tune.py configs/tune.yaml
 
 Search space (the `tune` block, each a list of choices): lr, epochs, lora_r (only with trainer.method=lora),
-max_length, class_weight, pooling. `tune.num_samples` trials run, `tune.max_concurrent` at a time; each trial is a full Ray
+max_length, class_weight, pooling, head_epochs. `tune.num_samples` trials run, `tune.max_concurrent` at a time; each trial is a full Ray
 Train run (`trainer.num_workers` workers) whose per-epoch validation metrics reach Tune through
 `TuneReportCallback`, so the ASHA scheduler stops weak trials after their first epochs (grace period 1 epoch,
 max_t = the largest epochs choice). Every trial uses the same validation split, cut from the training data once.
@@ -24,7 +24,7 @@ from pathlib import Path
 from guardray.core.config import Config, dump_config
 from guardray.core.records import Example
 
-SEARCHED = ("lr", "epochs", "lora_r", "max_length", "class_weight", "pooling")
+SEARCHED = ("lr", "epochs", "lora_r", "max_length", "class_weight", "pooling", "head_epochs")
 
 
 def search_space(cfg: Config) -> dict:
@@ -32,7 +32,7 @@ def search_space(cfg: Config) -> dict:
     from ray import tune
     t = cfg.tune
     space = {"lr": t.lr, "epochs": t.epochs, "max_length": t.max_length, "class_weight": t.class_weight,
-             "pooling": t.pooling}
+             "pooling": t.pooling, "head_epochs": t.head_epochs}
     if cfg.trainer.method == "lora":
         space["lora_r"] = t.lora_r
     for k, v in space.items():

@@ -325,3 +325,71 @@ def test_lora_train_via_cli_exports_a_pipeline_loadable_checkpoint(ray_session, 
     check_warm_start(TrainerConfig(model="tiny-encoder", warm_start=str(out), pooling="cls"))
     with pytest.raises(ConfigError, match="trainer.pooling=cls"):  # a retrain must read what it was trained on
         check_warm_start(TrainerConfig(model="tiny-encoder", warm_start=str(out), pooling="mean"))
+
+
+def test_lp_ft_fits_the_head_alone_and_wise_ft_interpolates_the_encoder(seeds, tiny_encoder, tiny_lm):
+    """LP-FT (trainer.head_epochs): the head learns on frozen features, the encoder is untouched, the same seed gives
+    the same head; a head reading every token is refused. WiSE-FT (trainer.wise_alpha): inside `applied` the encoder
+    is alpha * fine-tuned + (1 - alpha) * backbone, and the fine-tuned weights come back on exit."""
+    import torch
+    from guardray.core.splits import example_rows, pos_weight
+    from guardray.train_steps import WiseFT, build_model, encode, fit_head, predict
+    rows = example_rows(_data(seeds, 80))
+    cfg = TrainerConfig(model="tiny-encoder", pooling="mean", max_length=32)
+    kw = dict(pos_weight=pos_weight(_data(seeds, 80), "balanced"), category_weight=0.5)
+
+    def fitted(seed):
+        model, tok = build_model(cfg, seed=0)
+        feats = encode(tok, rows, 32)
+        enc0 = {k: v.clone() for k, v in model.base_model.state_dict().items()}
+        head0 = model.classifier.weight.detach().clone()
+        _, before = predict(model, tok, feats, rows, list(range(len(rows))), 16, **kw)
+        fit_head(model, tok, feats, rows, epochs=20, lr=1e-2, seed=seed, batch_size=16, **kw)
+        _, after = predict(model, tok, feats, rows, list(range(len(rows))), 16, **kw)
+        assert all(torch.equal(v, enc0[k]) for k, v in model.base_model.state_dict().items())  # encoder frozen
+        assert not torch.allclose(model.classifier.weight, head0) and after.mean() < before.mean()
+        return model
+    a, b = fitted(1), fitted(1)
+    assert torch.equal(a.classifier.weight, b.classifier.weight)  # every DDP rank fits the same head
+    dec, dtok = build_model(TrainerConfig(model="tiny-causal-lm", pooling="cls", max_length=32))
+    with pytest.raises(ValueError, match="head_epochs"):  # GPT-2's `score` reads every token
+        fit_head(dec, dtok, encode(dtok, rows[:4], 32), rows[:4], epochs=1, lr=1e-2, seed=0, batch_size=4, **kw)
+
+    wise = WiseFT(a, 0.25)
+    pre = {k: v.clone() for k, v in a.base_model.state_dict().items()}
+    with torch.no_grad():
+        for p in a.base_model.parameters():
+            p.add_(1.0)  # "fine-tuned": every encoder weight moved by +1
+    ft = {k: v.clone() for k, v in a.base_model.state_dict().items()}
+    head = a.classifier.weight.detach().clone()
+    with wise.applied(a):
+        for k, v in a.base_model.state_dict().items():
+            if v.is_floating_point() and not torch.equal(ft[k], pre[k]):
+                assert torch.allclose(v, pre[k] + 0.25 * (ft[k] - pre[k]), atol=1e-6), k
+        assert torch.equal(a.classifier.weight, head)
+    assert all(torch.equal(v, ft[k]) for k, v in a.base_model.state_dict().items())
+
+
+def test_wise_alpha_zero_exports_the_backbone_encoder_with_the_trained_head(ray_session, seeds, tiny_encoder,
+                                                                            tmp_path):
+    """Through Ray Train: head_epochs fits the head first, wise_alpha=0 validates and exports the backbone's own
+    encoder with the trained head (so the interpolation reaches the checkpoint, not only validation); WiSE-FT with
+    LoRA is refused at load time."""
+    import torch
+    from guardray.core.config import ConfigError, load_config
+    from guardray.trainer import ClassifierTrainer, split_validation
+    from guardray.train_steps import build_model
+    train, val = split_validation(_data(seeds, 60), 0.2, seed=0)
+    cfg = TrainerConfig(model="tiny-encoder", lr=3e-3, epochs=1, batch_size=8, max_length=32, pooling="mean",
+                        head_epochs=2, wise_alpha=0.0)
+    result = ClassifierTrainer(cfg, ResourcesConfig(trainer_cpus_per_worker=1), storage_path=str(tmp_path / "rt"),
+                               name="wise", seed=0, progress=False).fit(train, val)
+    with result.checkpoint.as_directory() as d:
+        after = _params(d)
+    fresh, _ = build_model(cfg, seed=0)
+    backbone = {f"bert.{k}": v for k, v in fresh.base_model.state_dict().items() if v.is_floating_point()}
+    shared = [k for k in backbone if k in after and "pooler" not in k]
+    assert len(shared) > 10 and all(torch.allclose(after[k], backbone[k], atol=1e-6) for k in shared)
+    assert not torch.allclose(after["classifier.weight"], fresh.classifier.weight)
+    with pytest.raises(ConfigError, match="wise_alpha"):
+        load_config(None, ["trainer.method=lora", "trainer.wise_alpha=0.5"])
