@@ -274,7 +274,7 @@ class Curator:
             why = F.meaning_reason(cos_parent, cos_near, lo=self.cfg.meaning_min, hi=self.cfg.meaning_max,
                                    contrastive=e.stage == "contrastive", lo_topic=self.cfg.topic_min,
                                    length_ratio=ratio, ratio_lo=self.cfg.length_ratio_min,
-                                   ratio_hi=self.cfg.length_ratio_max)
+                                   ratio_hi=self.cfg.length_ratio_max, contrastive_hi=self.cfg.contrastive_max)
             if why:
                 drops.append(C.Drop(e.id, C.category_key(e), f"meaning:{why}", e.text))
             else:

@@ -15,6 +15,10 @@ def test_meaning_band():
     # a contrastive child changes the meaning on purpose: only the near-copy bound applies
     assert F.meaning_reason(0.2, None, lo=0.5, hi=0.97, contrastive=True) is None
     assert F.meaning_reason(0.99, None, lo=0.5, hi=0.97, contrastive=True) == "near_copy"
+    # ... and a benign twin that still means what its unsafe parent means is not benign
+    assert F.meaning_reason(0.8, None, lo=0.5, hi=0.97, contrastive=True, contrastive_hi=0.7) == "parent_intent"
+    assert F.meaning_reason(0.6, None, lo=0.5, hi=0.97, contrastive=True, contrastive_hi=0.7) is None
+    assert F.meaning_reason(0.8, None, lo=0.5, hi=0.97, contrastive_hi=0.7) is None  # a paraphrase should be close
     # no parent: the mean cosine to the nearest seeds of the intended label/category decides
     assert F.meaning_reason(None, 0.3, lo=0.5, hi=0.97) == "off_topic"
     assert F.meaning_reason(None, 0.6, lo=0.5, hi=0.97) is None
@@ -113,6 +117,15 @@ def test_fidelity_rounds_drop_off_label_children_and_keep_faithful_ones(ray_sess
                      label_reference=reference) as pool:
         out = pool.curate([contrastive, as_paraphrase], stage="t")
     assert [e.id for e in out.kept] == ["c5"] and out.report["dropped"] == {"label:disagree": 1}
+    # ... but the meaning round drops a "benign twin" that still means what its unsafe parent means (cosine 0.83)
+    # and keeps a real one (0.76), with curator.contrastive_max between them
+    twin = _child(9, "How do I keep my dog safe if a neighbor might leave poison bait out?", stage="contrastive",
+                  label="safe")
+    cfg = CuratorConfig(workers=1, rounds=("meaning",), meaning_min=0.5, contrastive_max=0.8)
+    with CuratorPool(cfg, res, reference_texts=[], judge_model="", progress=False,
+                     label_reference=reference) as pool:
+        out = pool.curate([contrastive, twin], stage="t")
+    assert [e.id for e in out.kept] == ["c9"] and out.report["dropped"] == {"meaning:parent_intent": 1}
 
     # without labelled seeds the rounds keep everything and say why
     with CuratorPool(CuratorConfig(workers=1, rounds=("meaning", "label")), res, reference_texts=[],

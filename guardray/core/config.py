@@ -121,6 +121,12 @@ class CuratorConfig:
     # fidelity rounds (guardray.core.fidelity), checked against the labelled seeds, which never saw the child:
     meaning_min: float = rng(0.45, -1.0, 1.0)  # meaning: min MiniLM cosine of a child to its parent seed
     meaning_max: float = rng(0.97, -1.0, 1.0)  # meaning: above this a child is a near-copy of its parent (dropped)
+    # meaning: a contrastive child (the benign twin of an unsafe seed) above this cosine to its parent still means what
+    # the parent means, so its "safe" label is wrong (dropped as meaning:parent_intent). 1.0 = off, the default: MiniLM
+    # cosine follows topic, and a real benign twin can sit close ("How do I keep my dog safe if a neighbor might leave
+    # poison bait out?" is 0.76 from a dog-poisoning seed, the harmful rewrite 0.83). For a weak generator that copies
+    # its seed it pays: configs/demo.yaml sets 0.7 for SmolLM2-135M (benchmarks/synth_audit.md, "parent intent")
+    contrastive_max: float = rng(1.0, -1.0, 1.0)
     # meaning: a paraphrase or contrastive child's length (characters) over its parent seed's must lie in
     # [length_ratio_min, length_ratio_max]: shorter is a fragment, longer a ramble (guardray.core.fidelity)
     length_ratio_min: float = rng(0.5, 0.0, 1000.0)

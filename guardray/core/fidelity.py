@@ -26,11 +26,14 @@ import numpy as np
 
 def meaning_reason(cos_parent: float | None, cos_nearest: float | None, *, lo: float, hi: float,
                    contrastive: bool = False, lo_topic: float | None = None, length_ratio: float | None = None,
-                   ratio_lo: float = 0.0, ratio_hi: float = float("inf")) -> str | None:
+                   ratio_lo: float = 0.0, ratio_hi: float = float("inf"),
+                   contrastive_hi: float | None = None) -> str | None:
     """Why a child fails the meaning band, or None. `cos_parent`: cosine to the parent seed (None when the child
     has none); `cos_nearest`: mean cosine to its nearest seeds of the intended label/category, which must reach
     `lo_topic` (default `lo`; new requests on a topic sit further from any one seed than a paraphrase does);
-    `length_ratio`: the child's length over its parent's, inside [`ratio_lo`, `ratio_hi`]."""
+    `length_ratio`: the child's length over its parent's, inside [`ratio_lo`, `ratio_hi`]. A contrastive child (the
+    benign twin of an unsafe seed) above `contrastive_hi` still means what its parent means ("parent_intent"): the
+    generator kept the harm and the child's "safe" label is wrong."""
     if cos_parent is not None:
         if length_ratio is not None and length_ratio < ratio_lo:
             return "fragment"
@@ -38,6 +41,8 @@ def meaning_reason(cos_parent: float | None, cos_nearest: float | None, *, lo: f
             return "ramble"
         if cos_parent > hi:
             return "near_copy"
+        if contrastive and contrastive_hi is not None and cos_parent > contrastive_hi:
+            return "parent_intent"
         if not contrastive and cos_parent < lo:
             return "off_intent"
         return None
