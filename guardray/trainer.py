@@ -120,8 +120,9 @@ def train_loop_per_worker(config: dict) -> None:
     start_epoch, history, best = 1, [], {"epoch": 0, "score": -math.inf, "metrics": {}}
     bad_epochs, resumed_from, best_state = 0, 0, None  # best_state: the best epoch's trainable weights (CPU)
     opt_state = None
-    # WiSE-FT captures the backbone's encoder before any weights are loaded or trained
-    wise = WiseFT(model, cfg.wise_alpha) if cfg.wise_alpha < 1.0 else None
+    # WiSE-FT captures the backbone's encoder before any weights are loaded or trained; a warm start (the adversarial
+    # retrains) continues a checkpoint that already holds the interpolation, so it is not interpolated again
+    wise = WiseFT(model, cfg.wise_alpha) if cfg.wise_alpha < 1.0 and not cfg.warm_start else None
     ckpt = ray.train.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:

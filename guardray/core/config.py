@@ -175,7 +175,8 @@ class TrainerConfig:
     # WiSE-FT (Wortsman et al. 2022): validate and keep the encoder's weights interpolated between the fine-tuned
     # (1.0) and the backbone's (0.0); the head stays as trained. 1.0 = off. At 0.5 the sweep's evaluation AUPRC rose
     # on all five shared sets while both validation splits fell a little, so no split the team can build picks it:
-    # off by default, for held-out data to decide (benchmarks/recipe.md). Full fine-tuning from the backbone only.
+    # off by default, for held-out data to decide (benchmarks/recipe.md). Full fine-tuning from the backbone only (warm starts
+    # keep the weights they start from, already interpolated).
     wise_alpha: float = rng(1.0, 0.0, 1.0)
     weight_decay: float = rng(0.01, 0.0, 1.0)
     warmup_ratio: float = rng(0.1, 0.0, 1.0)
