@@ -10,14 +10,16 @@ Rows (each trains all-MiniLM-L6-v2 with the demo's trainer block, Ray Train, 1 w
 | row | training data |
 |---|---|
 | seeds-v1 | the 895 guardray-seeds-v1 seeds (their training part) |
-| seeds-v2 | every packaged seed (v1 + v2 genres) |
+| seeds-v2 | the v1 + v2 seeds (v2: the genres of real traffic) |
+| seeds-v3 | every packaged seed (v3: the same forms on both labels; SEEDS.md) |
 | +operators | + label-preserving operator children of those seeds (configs/demo.yaml's synth.operator_* settings) |
 | +synth-unfiltered | + the demo's LLM candidates of the configured strategies (runs/demo/synth/v0/<strategy>) through the rules and dedup rounds only |
 | +fidelity | + the same candidates through the configured curation (meaning and label rounds too) |
 | +adversarial | the demo's final checkpoint (round-0 data of +fidelity, then the adversarial rounds; its own split) |
 | random-B / s2l-B | `--selection`: B examples of the +fidelity pool drawn at random / by S2L (B = half the pool) |
 
-Validation protocol, identical for rows 1-5 and 7: the seeds are split once (grouped by root seed, 15%, a benign
+Validation protocol, identical for every row but +adversarial: the seeds are split once (grouped by root seed,
+15%, a benign
 majority of at least 60%); the validation set is those seeds plus their operator children (what deployment sees:
 framings, noise, padding), and no child of a validation seed is trained on. Early stopping and the calibrated
 threshold both come from it; the evaluation sets only score. Nothing here is tuned on ../shared/data.
@@ -69,7 +71,8 @@ def build_rows(args, cfg):
     curated = not_val(curate(cfg, seeds, raw, cfg.curator.rounds, str(judge))) \
         if raw and (want("+fidelity") or args.selection) else []
     v1 = [e for e in train_seeds if e.source == "guardray-seeds-v1"]
-    rows = {"seeds-v1": v1, "seeds-v2": train_seeds, "+operators": train_seeds + ops_train}
+    v2 = [e for e in train_seeds if e.source in ("guardray-seeds-v1", "guardray-seeds-v2")]
+    rows = {"seeds-v1": v1, "seeds-v2": v2, "seeds-v3": train_seeds, "+operators": train_seeds + ops_train}
     if raw:
         rows["+synth-unfiltered"] = train_seeds + ops_train + unfiltered
     if curated:
@@ -168,7 +171,7 @@ def main(argv=None) -> int:
     facts_file.write_text(json.dumps({"facts": facts, "rows": done}, indent=2))
     if args.no_eval:
         return 0
-    order = [k for k in ["seeds-v1", "seeds-v2", "+operators", "+synth-unfiltered", "+fidelity", "+adversarial"]
+    order = [k for k in ["seeds-v1", "seeds-v2", "seeds-v3", "+operators", "+synth-unfiltered", "+fidelity", "+adversarial"]
              if k in done] + [k for k in done if k.startswith(("random-", "s2l-"))]
     from guardray.evaluate import evaluate
     sets = eval_sets(out, args.davidson_rows)

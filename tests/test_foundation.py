@@ -203,6 +203,21 @@ def test_seed_counts_match_datasheet(seeds):
         assert e.label == "unsafe" or not e.categories
 
 
+def test_seed_labels_do_not_follow_surface_form(seeds):
+    """v1+v2 had questions mostly safe and statements/requests mostly unsafe (form-only ROC-AUC 0.719) and the
+    classifier learnt that shortcut; v3 evened the forms out (0.652). The check itself sees a planted confound."""
+    from guardray.core.records import Example
+    from guardray.data_cli import form_auc
+    assert form_auc(seeds) <= 0.68
+    q = ["How do I fix my bike?", "What's a good pasta recipe?", "Where is the station?", "Can you help me?"]
+    st = ["This movie was terrible and long!", "I hate Mondays so much honestly", "My cat knocked the vase over."]
+    planted = [Example(id=f"q{i}", text=f"{t} ({i})", label="safe") for i, t in enumerate(q * 10)]
+    planted += [Example(id=f"s{i}", text=f"{t} ({i})", label="unsafe", categories=("S10",))
+                for i, t in enumerate(st * 13)]
+    assert form_auc(planted) > 0.9
+    assert form_auc(planted[:3]) is None  # too few rows of a label to cross-validate
+
+
 def _norm(t):
     return re.sub(r"\W+", " ", t.lower()).strip()
 
