@@ -19,9 +19,8 @@ Rows (each trains all-MiniLM-L6-v2 with the demo's trainer block, Ray Train, 1 w
 | random-B / s2l-B | `--selection`: B examples of the +fidelity pool drawn at random / by S2L (B = half the pool) |
 
 Validation protocol, identical for every row but +adversarial: the seeds are split once (grouped by root seed,
-15%, a benign
-majority of at least 60%); the validation set is those seeds plus their operator children (what deployment sees:
-framings, noise, padding), and no child of a validation seed is trained on. Early stopping and the calibrated
+15%, a benign majority of at least 60%); the validation set is those seeds plus their operator children (what
+deployment sees: framings, noise, padding), and no child of a validation seed is trained on. Early stopping and the calibrated
 threshold both come from it; the evaluation sets only score. Nothing here is tuned on ../shared/data.
 """
 from __future__ import annotations
