@@ -205,10 +205,10 @@ def test_seed_counts_match_datasheet(seeds):
 
 def test_seed_labels_do_not_follow_surface_form(seeds):
     """v1+v2 had questions mostly safe and statements/requests mostly unsafe (form-only ROC-AUC 0.719) and the
-    classifier learnt that shortcut; v3 evened the forms out (0.652). The check itself sees a planted confound."""
+    classifier learnt that shortcut; v3 evened the forms out (0.599). The check itself sees a planted confound."""
     from guardray.core.records import Example
     from guardray.data_cli import form_auc
-    assert form_auc(seeds) <= 0.68
+    assert form_auc(seeds) <= 0.65
     q = ["How do I fix my bike?", "What's a good pasta recipe?", "Where is the station?", "Can you help me?"]
     st = ["This movie was terrible and long!", "I hate Mondays so much honestly", "My cat knocked the vase over."]
     planted = [Example(id=f"q{i}", text=f"{t} ({i})", label="safe") for i, t in enumerate(q * 10)]
