@@ -143,6 +143,32 @@ def head_tail_features(tok, texts: list[str], max_length: int) -> list[dict]:
     return out
 
 
+# forward-pass grouping (GuardClassifier.score): below this many padded tokens a pass is dominated by its fixed cost
+# (MiniLM on 2 cores: 16 tokens 11 ms, 128 tokens 31 ms, 8 x 16 tokens 33 ms), so short texts batch whatever their
+# padding; above it a pass costs ~0.15 ms per padded token, so padding beyond PAD_WASTE of the real tokens splits it
+SMALL_PASS_TOKENS = 512
+PAD_WASTE = 0.25
+
+
+def forward_passes(lengths: list[int], batch_size: int = 32, max_tokens: int | None = None,
+                   pad_waste: float | None = PAD_WASTE) -> list[list[int]]:
+    """Indices of `lengths` (token counts) grouped into forward passes, ascending length (GuardClassifier.score)."""
+    batches, cur, real = [], [], 0
+    for i in sorted(range(len(lengths)), key=lengths.__getitem__):  # the newest item is the longest of its pass
+        length = lengths[i]
+        padded = (len(cur) + 1) * length
+        if cur and (len(cur) >= batch_size or max_tokens and padded > max_tokens
+                    or pad_waste is not None and padded > SMALL_PASS_TOKENS
+                    and padded > (1 + pad_waste) * (real + length)):
+            batches.append(cur)
+            cur, real = [], 0
+        cur.append(i)
+        real += length
+    if cur:
+        batches.append(cur)
+    return batches
+
+
 class GuardClassifier:
     """A loaded guardrail. `score(texts)` -> `Scores`; `threshold` is the calibrated decision threshold.
 
@@ -193,9 +219,13 @@ class GuardClassifier:
         return bool(self.meta)
 
     def score(self, texts: list[str], batch_size: int = 32, progress: bool = False,
-              max_tokens: int | None = None) -> Scores:
-        """`max_tokens` also caps a forward pass at rows x longest-row padded tokens (length bucketing for
-        serving: one long text does not pad a whole batch of short ones)."""
+              max_tokens: int | None = None, pad_waste: float | None = PAD_WASTE) -> Scores:
+        """Texts are scored in forward passes of similar length (ascending). `max_tokens` caps a pass at rows x
+        longest-row padded tokens; `pad_waste` closes a pass of more than SMALL_PASS_TOKENS padded tokens when
+        padding would exceed that share of its real tokens (None = off). On CPU a forward pass costs about its
+        padded tokens once it holds a few hundred, so padding is wasted time: a server's batch of 8 mixed-length
+        moderation texts padded to the longest ran at half the texts/s of one text per pass
+        (benchmarks/serve.md). Scores do not depend on the grouping."""
         import torch
         t0 = time.perf_counter()
         n = len(texts)
@@ -217,16 +247,8 @@ class GuardClassifier:
             if not it["input_ids"]:
                 it.update({k: [self.tokenizer.pad_token_id if k == "input_ids" else int(k == "attention_mask")]
                            for k in it})
-        order = sorted(range(len(items)), key=lambda i: len(items[i]["input_ids"]))
         probs = np.zeros((len(items), 1 + len(self.codes)), dtype=np.float32)
-        batches, cur = [], []
-        for i in order:  # ascending length: the newest item is the longest of its batch
-            if cur and (len(cur) >= batch_size
-                        or max_tokens and (len(cur) + 1) * len(items[i]["input_ids"]) > max_tokens):
-                batches.append(cur)
-                cur = []
-            cur.append(i)
-        batches.append(cur)
+        batches = forward_passes([len(it["input_ids"]) for it in items], batch_size, max_tokens, pad_waste)
         it = batches
         if progress:
             from tqdm.auto import tqdm

@@ -146,6 +146,35 @@ def test_long_texts_score_as_calibrated_one_head_tail_pass_or_windows(tiny_encod
         GuardClassifier(model, tok, long_text="mean")
 
 
+def test_forward_passes_split_where_padding_would_waste_time_and_keep_short_texts_together():
+    from guardray.classifier import SMALL_PASS_TOKENS, forward_passes
+    short = [12, 9, 15, 11] * 4  # 16 short texts: one pass however uneven (16 x 15 < SMALL_PASS_TOKENS)
+    assert forward_passes(short) == [sorted(range(16), key=short.__getitem__)]
+    mixed = [20, 250, 30, 240, 25, 60, 245, 50]  # a server batch of mixed moderation texts
+    passes = forward_passes(mixed)
+    assert sorted(i for p in passes for i in p) == list(range(8))  # every text once
+    for p in passes:  # no pass both big and mostly padding
+        padded, real = len(p) * max(mixed[i] for i in p), sum(mixed[i] for i in p)
+        assert padded <= SMALL_PASS_TOKENS or padded <= 1.25 * real
+    assert len(passes) >= 2 and {1, 3, 6} <= set(passes[-1])  # the three long ones share a pass
+    assert forward_passes(mixed, pad_waste=None) == [sorted(range(8), key=mixed.__getitem__)]  # off: one pass
+    assert [len(p) for p in forward_passes(short, batch_size=5)] == [5, 5, 5, 1]
+    assert all(len(p) * max(mixed[i] for i in p) <= 500 or len(p) == 1
+               for p in forward_passes(mixed, max_tokens=500, pad_waste=None))
+
+
+def test_scores_do_not_depend_on_the_forward_pass_grouping(tiny_encoder):
+    from guardray.classifier import GuardClassifier, load_backbone
+    model, tok = load_backbone(tiny_encoder)
+    g = GuardClassifier(model, tok, max_length=128, long_text="head_tail")
+    texts = ["hi", "word " * 120, "a short question?", "word " * 40, "another " * 100, "ok"]
+    grouped, one_pass = g.score(texts), g.score(texts, pad_waste=None)
+    singles = [g.score([t]).unsafe[0] for t in texts]
+    assert grouped.unsafe == pytest.approx(one_pass.unsafe, abs=1e-5)
+    assert grouped.unsafe == pytest.approx(singles, abs=1e-5)
+    assert grouped.categories == pytest.approx(one_pass.categories, abs=1e-5)
+
+
 def test_mean_pooling_reads_the_masked_mean_of_the_last_hidden_states(tiny_encoder, tiny_lm):
     """pooling=mean: the head reads the attention-mask-weighted token mean (padding changes nothing); the unused
     [CLS] pooler is frozen; a head that is not one linear layer is refused; cls leaves the model as it was."""
