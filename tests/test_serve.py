@@ -539,3 +539,44 @@ def test_guardray_serve_command_end_to_end(tmp_path):
             p.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(p.pid, signal.SIGKILL)
+
+
+def test_haproxy_ingress_on_a_cluster_started_without_it_is_a_clear_error(ray_session):
+    """serve.ingress=haproxy needs RAY_SERVE_ENABLE_HA_PROXY=1 where Ray started; this session's Ray has not."""
+    from guardray.serve import run_server
+    cfg = ServeConfig(model="tiny-encoder", port=_free_port(), api_key_env="", ingress="haproxy")
+    with pytest.raises(ConfigError, match="RAY_SERVE_ENABLE_HA_PROXY=1.*serve.ingress=proxy"):
+        run_server(cfg, blocking=False)
+
+
+def test_guardray_serve_through_haproxy_then_ctrl_c_leaves_no_haproxy(tmp_path):
+    """`guardray serve ... serve.ingress=haproxy` in its own process (its own local Ray, HAProxy in front of the
+    ingress replica's own HTTP server): answers, gives 4xx for a bad request, and Ctrl-C takes HAProxy down."""
+    import signal
+    port, stats, metrics = _free_port(), _free_port(), _free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_SERVE_HAPROXY_STATS_PORT": str(stats),
+           "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics)}
+    log = tmp_path / "serve.log"
+    with open(log, "w") as out:
+        p = subprocess.Popen([sys.executable, "-m", "guardray.cli", "serve", "--model", "tiny-encoder", "--port",
+                              str(port), "serve.ingress=haproxy"], cwd=ROOT, env=env, stdout=out,
+                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and p.poll() is None and "guardray: serving" not in log.read_text():
+            time.sleep(2)
+        assert p.poll() is None and "via HAProxy" in log.read_text(), log.read_text()[-3000:]
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/classify", json={"input": "hi"}, timeout=60)
+        assert r.status_code == 200 and r.json()["results"][0]["label"] in ("safe", "unsafe"), r.text
+        bad = httpx.post(f"http://127.0.0.1:{port}/v1/classify", json={"input": ""}, timeout=60)
+        assert 400 <= bad.status_code < 500 and "input" in bad.text
+        page = httpx.get(f"http://127.0.0.1:{stats}/stats", timeout=10)  # HAProxy's own stats page: it fronts us
+        assert page.status_code == 200 and "haproxy" in page.text.lower()
+    finally:
+        p.send_signal(signal.SIGINT)
+        try:
+            p.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+    with pytest.raises(httpx.HTTPError):  # HAProxy went with the server: nothing listens on its ports any more
+        httpx.get(f"http://127.0.0.1:{stats}/stats", timeout=5)
