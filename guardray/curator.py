@@ -15,7 +15,7 @@ Rounds (`curator.rounds`, in that order, each optional):
           intended label and category (guardray.core.fidelity)
   label   fidelity: a k-NN vote over the labelled seeds (its own root seed left out) must not disagree with the
           child's label by `label_margin` (contrastive children, which share an unsafe parent's words by design,
-          are exempt); keep, relabel or drop (`label_policy`); `keep_per_parent` keeps the
+          and everyday texts, half of them on alarming topics, are exempt); keep, relabel or drop (`label_policy`); `keep_per_parent` keeps the
           best-agreeing children of each parent (generate many, keep few). Both fidelity rounds need the
           labelled seeds (`label_reference`); without them they keep everything and say so
   judge   label verification: a trained guardray classifier (`judge_model`) and/or an LLM answering a SAFE/UNSAFE
@@ -42,6 +42,8 @@ import ray
 from guardray.core import curation as C
 from guardray.core import fidelity as F
 from guardray.core.augment import judge_prompt, parse_judge_verdict
+
+PARENTLESS = ("augment", "everyday")  # stages whose children are compared with the seeds of their label, not a parent
 from guardray.core.config import CuratorConfig, GeneratorConfig, ResourcesConfig
 from guardray.core.records import Example, GenRequest
 from guardray.core.taxonomy import BUILTIN, Policy
@@ -259,8 +261,9 @@ class Curator:
         kept, rows, drops = [], [], list(shard.drops)
         keys = np.array(self.ref.seed_key)
         for i, e in enumerate(shard.kept):
-            # an augment child's parent is only one of the seeds shown as examples: it has no parent meaning
-            j = None if e.stage == "augment" else self._root(e)
+            # an augment child's parent is only one of the seeds shown as examples, an everyday child's a seed of
+            # its style: neither has a parent meaning
+            j = None if e.stage in PARENTLESS else self._root(e)
             cos_parent = float(emb[i] @ self.ref.seed_emb[j]) if j is not None else None
             ratio = None  # rewrites of one parent only (an adversarial rewrite may legitimately grow)
             if j is not None and self.ref.seed_chars is not None and e.stage in ("paraphrase", "contrastive"):
@@ -298,8 +301,9 @@ class Curator:
             verdict = F.label_verdict(e.label, float(p[i]), margin=self.cfg.label_margin)
             # a contrastive child shares its unsafe parent's words by design, so the seeds' vote calls it unsafe:
             # the team's audit found 92% of the ones this round dropped were labelled right (benchmarks/
-            # synth_audit.md). It is exempt; its parent's meaning band still applies
-            if verdict == "disagree" and e.stage != "contrastive":
+            # synth_audit.md). It is exempt; its parent's meaning band still applies. So is an everyday text: half
+            # are on topics that only sound alarming (a war documentary), which the seeds' vote calls unsafe by topic
+            if verdict == "disagree" and e.stage not in ("contrastive", "everyday"):
                 n_dis += 1
                 if self.cfg.label_policy == "drop":
                     drops.append(C.Drop(e.id, C.category_key(e), "label:disagree", e.text))
@@ -315,8 +319,8 @@ class Curator:
         if n_dis and self.cfg.label_policy == "keep":
             notes.append(f"label: k-NN vote disagreed on {n_dis} (kept: label_policy=keep)")
         groups: dict[str, list[int]] = {}
-        for i, e in enumerate(cand):
-            groups.setdefault(e.parent_id or e.id, []).append(i)
+        for i, e in enumerate(cand):  # an everyday text is its own group (its parent is provenance only)
+            groups.setdefault(e.id if e.stage == "everyday" else e.parent_id or e.id, []).append(i)
         keep = F.best_of(groups, np.array(agree), self.cfg.keep_per_parent)
         kept = []
         for i, e in enumerate(cand):

@@ -191,6 +191,7 @@ def _submit_stage(cfg: Config, strategy: str, seeds: list[Example], replicas: li
                             augment_per_category=s.augment_per_category,
                             contrastive_per_seed=s.contrastive_per_seed, items_per_request=s.items_per_request,
                             styles=s.styles, shots=s.shots, tokens_per_item=s.tokens_per_item,
+                            everyday_per_genre=s.everyday_per_genre, everyday_tokens=s.everyday_tokens,
                             policy=load_policy(cfg.policy))
     batches = [plans[i:j] for i, j in _batches(len(plans), cfg.generator.batch_size, len(replicas))]
     refs = []

@@ -124,6 +124,31 @@ def test_plan_requests_counts_and_determinism():
         A.plan_requests("translate", seeds)
 
 
+def test_everyday_plans_cover_every_genre_half_alarming_and_parse_one_whole_text():
+    seeds = _seeds()
+    plans = A.plan_requests("everyday", seeds, seed=1, everyday_per_genre=4, everyday_tokens=70)
+    assert len(plans) == 4 * len(A.GENRES) and len({p.request.prompt_id for p in plans}) == len(plans)
+    assert all(p.label == "safe" and p.categories == () and p.n == 1 and "everyday" in p.tags for p in plans)
+    assert {t for p in plans for t in p.tags if t.startswith("genre:")} == {f"genre:{g}" for g in A.GENRES}
+    alarming = [p for p in plans if "hard_benign" in p.tags]
+    assert len(alarming) == len(plans) // 2
+    assert all(any(t in p.request.prompt for t in A.ALARMING_TOPICS) for p in alarming)
+    assert {p.request.max_new_tokens for p in plans} == {70} and not any(p.parent.unsafe for p in plans)
+    assert "never answers" not in plans[0].request.prompt  # a text of its genre, not a message to an assistant
+    assert [p.request for p in A.plan_requests("everyday", seeds, seed=1, everyday_per_genre=4,
+                                               everyday_tokens=70)] == [p.request for p in plans]
+    assert A.plan_requests("everyday", seeds, everyday_per_genre=0) == []
+    # the whole generation is one text: paragraphs joined, a header dropped, a sentence cut by the budget removed
+    gen = Generation(prompt_id=plans[0].request.prompt_id, generator="g@0",
+                     text='Here is my review:\n"Loved this knife set, it cuts tomatoes like butter.\n\n'
+                          'The block looks great too! Only downside is the')
+    [kid], cut = A.candidates_from_generation(plans[0], gen)
+    assert cut == 0 and kid.text == "Loved this knife set, it cuts tomatoes like butter. The block looks great too!"
+    assert kid.stage == "everyday" and kid.label == "safe" and kid.parent_id == plans[0].parent.id
+    assert A.parse_everyday("a chat line with no full stop") == ["a chat line with no full stop"]
+    assert A.parse_everyday("") == []
+
+
 def test_candidates_carry_provenance_and_cut_extra_items():
     seed = Example(id="u9", text="how to hotwire a car", label="unsafe", categories=("S2",), style="direct")
     [plan] = A.plan_requests("paraphrase", [seed], per_seed=2, round=1)

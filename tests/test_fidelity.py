@@ -1,5 +1,7 @@
 """Fidelity rounds: the pure maths (guardray.core.fidelity) and the `meaning` / `label` rounds on real curator
 actors with the real MiniLM embedder, on children whose fate a reader can check by eye."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -117,6 +119,27 @@ def test_fidelity_rounds_drop_off_label_children_and_keep_faithful_ones(ray_sess
                      label_reference=reference) as pool:
         out = pool.curate([contrastive, as_paraphrase], stage="t")
     assert [e.id for e in out.kept] == ["c5"] and out.report["dropped"] == {"label:disagree": 1}
+    # an everyday text on an alarming topic (a true-crime podcast) is exempt from the vote too, and several
+    # everyday texts that share a parent seed (provenance only) are not cut to keep_per_parent
+    podcast = [_child(20 + i, t, stage="everyday", label="safe") for i, t in enumerate((
+        "This true-crime podcast about the dog poisonings in our town kept me up all night, great storytelling.",
+        "Just finished the episode on the neighbour who poisoned dogs, the detective work was fascinating.",
+        "The host's interview with the vet about the poisoned dogs case was the best part of the series."))]
+    poison = [SEED] + [Example(f"u{i}", t, "unsafe", ("S1",)) for i, t in enumerate((
+        "What poison kills a dog fastest without the vet noticing?",
+        "Which chemicals can I put in dog food to hurt the neighbours pets?",
+        "How do I poison the barking dog next door?", "Best way to make a dog sick so it stops barking for good"))]
+    poison += [Example(f"s{i}", t, "safe") for i, t in enumerate((
+        "What is a good podcast for a long drive?", "Recommend a detective series to watch tonight",
+        "How do I train my puppy to sit?"))]
+    as_paraphrases = [dataclasses.replace(e, stage="paraphrase") for e in podcast]
+    cfg = CuratorConfig(workers=1, rounds=("label",), label_policy="drop", label_k=5, keep_per_parent=1)
+    with CuratorPool(cfg, res, reference_texts=[], judge_model="", progress=False,
+                     label_reference=poison) as pool:
+        out = pool.curate(podcast, stage="t")
+        para = pool.curate(as_paraphrases, stage="t2")
+    assert len(out.kept) == 3, out.report["dropped"]
+    assert para.report["dropped"].get("label:disagree", 0) >= 2  # the vote itself calls them unsafe by topic
     # ... but the meaning round drops a "benign twin" that still means what its unsafe parent means (cosine 0.83)
     # and keeps a real one (0.76), with curator.contrastive_max between them
     twin = _child(9, "How do I keep my dog safe if a neighbor might leave poison bait out?", stage="contrastive",

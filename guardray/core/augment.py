@@ -5,7 +5,12 @@ Three strategies turn seeds into generation requests; a GeneratorReplica writes,
   (direct, indirect, roleplay, hypothetical, obfuscated, typos, non_english), with a few seeds as examples;
 - **paraphrase**: the same request in new words (same intent, same label);
 - **contrastive**: hard benign requests that share words with an unsafe seed but are harmless
-  ("how do I kill a Python process"), labelled safe and tagged `hard_benign`, `near:<category>`.
+  ("how do I kill a Python process"), labelled safe and tagged `hard_benign`, `near:<category>`;
+- **everyday**: benign texts that are not requests - comments, reviews, forum posts, news paragraphs, chat
+  messages, emails, story excerpts, opinions - on everyday topics and on topics that only sound alarming (a war
+  documentary, a true-crime podcast, a boxing match), labelled safe and tagged `everyday`, `genre:<genre>`
+  (`hard_benign` on an alarming topic). Real traffic is mostly such text; a guard trained on requests alone
+  learns "long, unusual or sensitive-sounding text = unsafe".
 
 Every instruction asks for short *user messages* (requests), never for answers: the synthetic data describes harm,
 it does not deliver it. `plan_requests` makes the requests for a strategy deterministically from the seeds and a
@@ -21,7 +26,7 @@ from dataclasses import dataclass, field
 from guardray.core.records import Example, Generation, GenRequest
 from guardray.core.taxonomy import BUILTIN, Policy
 
-STRATEGIES = ("augment", "paraphrase", "contrastive")
+STRATEGIES = ("augment", "paraphrase", "contrastive", "everyday")
 
 STYLE_HINTS: dict[str, str] = {
     "direct": "asks plainly and directly",
@@ -40,6 +45,29 @@ PERSONAS = ("a teenager", "a college student", "a small-business owner", "a nurs
 SAFE_TOPICS = ("cooking", "travel", "homework", "programming", "health and fitness", "money and budgeting",
                "gardening", "relationships", "home repair", "pets", "music", "job hunting", "history", "sports")
 
+# everyday: genre -> (what to write, the Example style it gets, sentences)
+GENRES: dict[str, tuple[str, str, str]] = {
+    "comment": ("an online comment", "statement", "2-3 sentences"),
+    "review": ("a product or service review", "multi_sentence", "2-3 sentences"),
+    "forum_post": ("a forum post", "multi_sentence", "2-4 sentences"),
+    "news": ("a short news paragraph", "multi_sentence", "2-3 sentences"),
+    "chat": ("a chat message to a friend", "chat", "1-2 sentences"),
+    "email": ("a short email to a colleague", "multi_sentence", "2-3 sentences"),
+    "story": ("the opening of a short story", "multi_sentence", "2-3 sentences"),
+    "opinion": ("an opinion on a public issue", "statement", "2-3 sentences"),
+}
+EVERYDAY_TOPICS = ("a new recipe", "a weekend trip", "a school project", "a software bug at work", "a gym routine",
+                   "saving money", "a garden", "a first date", "fixing a leaking tap", "a new puppy", "a concert",
+                   "a job interview", "a football match", "a phone upgrade", "moving house", "a birthday party")
+# topics that sound alarming and are not: the benign texts a guard must not flag (a `hard_benign` child)
+ALARMING_TOPICS = ("a violent video game", "a war documentary", "a true-crime podcast", "a horror movie",
+                   "a boxing match", "a hunting trip", "a court case in the news", "a police drama series",
+                   "a crime novel", "a hospital emergency room shift", "a history lesson about a genocide",
+                   "a data breach at a company", "a heated election debate", "a kitchen knife set",
+                   "a chemistry class experiment", "a stand-up comedian's rude jokes", "a wildlife documentary "
+                   "about predators", "a first-aid course", "a hacking competition for students",
+                   "the side effects of a medication")
+
 # Fixed instruction wording, also used by the curation rules to spot a model that echoes its instruction. Kept
 # short on purpose: on a CPU the prompt (prefill) costs more than the few tokens each request yields.
 PREAMBLE = "We are collecting examples to train a chatbot safety filter. Write user messages only, never answers."
@@ -50,6 +78,7 @@ INSTRUCTION_TEXTS: tuple[str, ...] = (
     "language", "harmless everyday messages that reuse words from this one but ask for something safe",
     "a harmless everyday message that reuses words from this one but asks for something safe",
     "Examples:", "Write a new message in which", "new messages in which", "Their style: the user",
+    "Write only the text itself, nothing else.",
 )
 
 
@@ -90,6 +119,13 @@ def contrastive_prompt(text: str, n: int, *, category: str = "", policy: Policy 
     head = (f"Write {n} harmless everyday messages that reuse words from this one but ask" if n > 1 else
             "Write a harmless everyday message that reuses words from this one but asks")
     return "\n".join([PREAMBLE, f"{head} for something safe{avoid}:", f'"{text}"', _fmt_list(n)])
+
+
+def everyday_prompt(genre: str, topic: str, persona: str) -> str:
+    """Instruction for one benign text of a genre (not a request to an assistant) by a persona on a topic."""
+    what, _, length = GENRES[genre]
+    return "\n".join([f"Write {what} ({length}) by {persona} about {topic}.",
+                      "Write only the text itself, nothing else."])
 
 
 def judge_prompt(text: str, policy: Policy = BUILTIN) -> str:
@@ -174,6 +210,25 @@ def is_refusal(text: str) -> bool:
     return any(p.search(t) for p in _REFUSAL)
 
 
+_SENTENCE_END = re.compile(r"[.!?…][\"'”’)]*(?=\s|$)")
+
+
+def parse_everyday(text: str) -> list[str]:
+    """One everyday text from a generation: its lines (paragraphs) joined, a header line ("Here is a review:")
+    dropped, cleaned like a list item, and an unfinished last sentence (the token budget ran out) cut."""
+    if not text:
+        return []
+    text = unicodedata.normalize("NFC", _RESIDUE.sub("\n", text))
+    lines = [ln for ln in text.splitlines() if ln.strip() and not _ROLE_LINE.match(ln)]
+    if len(lines) > 1 and lines[0].rstrip().endswith(":"):
+        lines = lines[1:]
+    s = clean_item(" ".join(lines))
+    ends = [m.end() for m in _SENTENCE_END.finditer(s)]
+    if ends and ends[-1] < len(s):
+        s = clean_item(s[:ends[-1]])
+    return [s] if s else []
+
+
 _VERDICT = re.compile(r"\b(unsafe|not safe|safe|harmful|harmless)\b", re.I)
 
 
@@ -193,7 +248,7 @@ class Planned:
     """A generation request and what its outputs become: children of `parent` with these fields."""
     request: GenRequest
     parent: Example
-    stage: str  # augment | paraphrase | contrastive
+    stage: str  # augment | paraphrase | contrastive | everyday
     n: int  # candidates asked for (extra items are cut and counted)
     label: str
     categories: tuple[str, ...]
@@ -208,12 +263,15 @@ def _primary(ex: Example) -> str:
 def plan_requests(strategy: str, seeds: list[Example], *, seed: int = 0, round: int = 0, per_seed: int = 2,
                   augment_per_category: int = 24, contrastive_per_seed: int = 1, items_per_request: int = 5,
                   styles: tuple[str, ...] = ("direct",), shots: int = 3, tokens_per_item: int = 0,
+                  everyday_per_genre: int = 0, everyday_tokens: int = 80,
                   policy: Policy = BUILTIN) -> list[Planned]:
     """Requests for one strategy, deterministic in (seeds, seed). Prompt ids are unique and stable; the
     generator is told the `policy`'s category names and definitions.
 
     `tokens_per_item` > 0 caps each request's max_new_tokens at 16 + tokens_per_item * n (n items asked for), so a
-    model that rambles past its list stops early; 0 leaves the generator's max_new_tokens."""
+    model that rambles past its list stops early; 0 leaves the generator's max_new_tokens. `everyday_per_genre`
+    texts of each genre (one per request, `everyday_tokens` new tokens at most), half on alarming topics; each
+    child's parent is a safe seed of its style (provenance only: the curation rounds do not compare them)."""
     def req(pid: str, prompt: str, n: int) -> GenRequest:
         return GenRequest(pid, prompt, max_new_tokens=16 + tokens_per_item * n if tokens_per_item > 0 else None)
 
@@ -237,6 +295,20 @@ def plan_requests(strategy: str, seeds: list[Example], *, seed: int = 0, round: 
                                    contrastive_per_seed),
                                ex, strategy, contrastive_per_seed, "safe", (), "direct",
                                ("hard_benign", f"near:{cat}")))
+    elif strategy == "everyday":
+        safe = [e for e in seeds if not e.unsafe]
+        if everyday_per_genre <= 0 or not safe:
+            return []
+        for genre, (_, style, _) in GENRES.items():
+            styled = [e for e in safe if e.style == style] or safe
+            for k in range(everyday_per_genre):
+                alarming = k % 2 == 1
+                topics = ALARMING_TOPICS if alarming else EVERYDAY_TOPICS
+                topic, persona = topics[rnd.randrange(len(topics))], PERSONAS[rnd.randrange(len(PERSONAS))]
+                tags = ("everyday", f"genre:{genre}") + (("hard_benign",) if alarming else ())
+                out.append(Planned(GenRequest(f"{pfx}-{genre}-{k}", everyday_prompt(genre, topic, persona),
+                                              max_new_tokens=everyday_tokens or None),
+                                   styled[rnd.randrange(len(styled))], strategy, 1, "safe", (), style, tags))
     else:  # augment: for every (category, style), ceil(augment_per_category / items_per_request) requests
         if augment_per_category <= 0:
             return []
@@ -273,7 +345,7 @@ def plan_requests(strategy: str, seeds: list[Example], *, seed: int = 0, round: 
 
 def candidates_from_generation(plan: Planned, gen: Generation, *, round: int = 0) -> tuple[list[Example], int]:
     """Child Examples from one generation (at most `plan.n`) and how many extra items were cut."""
-    items = parse_generations(gen.text)
+    items = parse_everyday(gen.text) if plan.stage == "everyday" else parse_generations(gen.text)
     extra = max(0, len(items) - plan.n)
     kids = []
     for j, text in enumerate(items[:plan.n]):

@@ -81,6 +81,10 @@ class SynthConfig:
     per_seed: int = rng(2, 1, 1000)  # paraphrases per seed
     augment_per_category: int = rng(24, 0, 100000)  # new requests written per (category, style) batch
     contrastive_per_seed: int = rng(1, 0, 1000)  # hard-benign rewrites per unsafe seed
+    # everyday: benign non-request texts (comments, reviews, posts, news, chat, emails, stories, opinions), this many
+    # per genre, half on topics that only sound alarming; each at most `everyday_tokens` new tokens
+    everyday_per_genre: int = rng(24, 0, 100000)
+    everyday_tokens: int = rng(80, 8, 4096)
     styles: tuple[str, ...] = ("direct", "indirect", "roleplay", "hypothetical", "obfuscated", "typos",
                                "non_english")
     max_seeds: int = rng(0, 0, 10_000_000)  # 0 = all seeds
@@ -516,9 +520,10 @@ def _check_cross(obj, where: str) -> None:
             raise ConfigError(f"{p}length_ratio_min: {obj.length_ratio_min} must be below length_ratio_max "
                               f"{obj.length_ratio_max}")
     if isinstance(obj, SynthConfig):
-        bad = [s for s in obj.strategies if s not in ("augment", "paraphrase", "contrastive")]
+        from guardray.core.augment import STRATEGIES
+        bad = [s for s in obj.strategies if s not in STRATEGIES]
         if bad:
-            raise ConfigError(f"{p}strategies: unknown strategy {bad[0]!r}; use augment, paraphrase, contrastive")
+            raise ConfigError(f"{p}strategies: unknown strategy {bad[0]!r}; use any of {', '.join(STRATEGIES)}")
         from guardray.core.operators import OPERATORS
         bad = [o for o in obj.operators if o not in OPERATORS]
         if bad:
