@@ -15,6 +15,9 @@ throughput. Systems (one at a time, the other stopped):
             time (the pipeline runs on the event loop), truncation at 256 tokens, same torch threads; its head
             reads BERT's [CLS] pooler, so on a `pooling=mean` checkpoint (the demo's since the LP-FT recipe) its
             scores are not the guard's: a speed peer only (same encoder, same FLOPs)
+  --variant NAME:key=value,...  another guardray system with ServeConfig overrides (e.g. single:topology=single,
+            int8:quantize=int8); one with ingress=haproxy runs as `guardray serve` in its own process with its own
+            local Ray (HAProxy is set where Serve starts), its stats/metrics ports moved to free ones
   infinity-emb  (with --infinity PATH) the infinity-emb server (a dynamic-batching embedding/classification
             server, PyPI infinity-emb 0.0.78), torch engine on CPU, batch size 32, same torch threads, POST
             /classify. It needs transformers < 5 (0.0.78 calls `batch_encode_plus`, gone in transformers 5), so it
@@ -34,6 +37,7 @@ import asyncio
 import json
 import os
 import platform
+import signal
 import socket
 import subprocess
 import sys
@@ -231,7 +235,10 @@ def http_part(model: str, sets: dict, args) -> list[dict]:
     systems["guardray"] = run_server(cfg, blocking=False, resources=res)
     variants = ([] if args.no_int8 else [("guardray-int8", {"quantize": "int8"})]) + [
         parse_variant(v) for v in args.variant]
+    own = [(n, o) for n, o in variants if o.get("ingress") == "haproxy"]
     for name, over in variants:  # more guardray apps on the same Serve instance, each on its own route
+        if (name, over) in own:
+            continue
         app = build_app({"model": model, "threads": args.threads, "api_key_env": "", **over,
                          "resources": {"serve_cpus": 1}})
         serve.run(app, name=name, route_prefix=f"/{name}")
@@ -247,6 +254,16 @@ def http_part(model: str, sets: dict, args) -> list[dict]:
                                 env=env, stdout=subprocess.DEVNULL)
         peers.append((proc, "infinity-emb", f"http://127.0.0.1:{port}", "/classify",
                       lambda t: {"model": "guard", "input": [t]}))
+    for name, over in own:  # HAProxy is a Serve-instance setting: `guardray serve` with its own local Ray
+        port = free_port()
+        env = {**os.environ, "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+               "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port())}
+        env.pop("RAY_ADDRESS", None)
+        proc = subprocess.Popen([sys.executable, "-m", "guardray.cli", "serve", "--model", model, "--port", str(port),
+                                 f"serve.threads={args.threads}", "serve.api_key_env=", "resources.serve_cpus=1",
+                                 *(f"serve.{k}={v}" for k, v in over.items())], cwd=ROOT, env=env,
+                                stdout=subprocess.DEVNULL, start_new_session=True)
+        peers.append((proc, name, f"http://127.0.0.1:{port}", "/v1/classify", guardray_body))
     port = free_port()
     naive = subprocess.Popen([sys.executable, __file__, "--naive-server", model, "--port", str(port),
                               "--threads", str(args.threads)], cwd=ROOT)
@@ -256,8 +273,11 @@ def http_part(model: str, sets: dict, args) -> list[dict]:
         wait_healthy(systems["naive"])
         requests_of = {}
         for proc, name, url, path, body in peers:
-            wait_healthy(url, seconds=600, path="/health", proc=proc)
+            wait_healthy(url, seconds=600, path="/healthz" if path == "/v1/classify" else "/health", proc=proc)
             systems[name], requests_of[name] = url, (path, body)
+        if args.settle:  # a freshly started Ray cluster (and each `guardray serve` subprocess's own) is busy for a
+            print(f"all systems up; {args.settle:.0f} s for the machine to settle", flush=True)  # while
+            time.sleep(args.settle)
         for set_name, texts in sets.items():
             r = model_floor(model, texts, max(20, args.requests // 3), args.threads)
             rows.append({"system": "model alone (no server)", "texts": set_name, **r})
@@ -276,8 +296,11 @@ def http_part(model: str, sets: dict, args) -> list[dict]:
                           f"(load avg {os.getloadavg()[0]:.1f}){split}", flush=True)
     finally:
         for proc in [naive, *(p[0] for p in peers)]:
-            proc.terminate()
-            proc.wait(timeout=60)
+            proc.send_signal(signal.SIGINT)  # `guardray serve` shuts Serve, HAProxy and its Ray down on Ctrl-C
+            try:
+                proc.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         serve.shutdown()
     return rows
 
@@ -361,6 +384,8 @@ def main(argv=None) -> int:
     ap.add_argument("--infinity", metavar="PATH", default="",
                     help="the infinity_emb executable (infinity-emb installed in its own venv, README of "
                          "benchmarks): adds it as a peer on the same checkpoint")
+    ap.add_argument("--settle", type=float, default=30, help="seconds to wait once every system is up, before "
+                                                                 "the first cell (start-up work of the clusters)")
     ap.add_argument("--limit", type=int, default=0, help="speed options: first N texts of each set (0 = all)")
     ap.add_argument("--out", default="runs/serve_bench.md")
     ap.add_argument("--naive-server", metavar="MODEL", help=argparse.SUPPRESS)
