@@ -514,10 +514,19 @@ def test_cli_help_names_the_options():
     assert r.returncode == 0 and "--model" in r.stdout and "--multiplex" in r.stdout and "--port" in r.stdout
 
 
+def _ctrl_c(p: subprocess.Popen, timeout: float) -> None:
+    """Stop a `guardray serve` subprocess as a user would (SIGINT); kill its process group if it hangs."""
+    import signal
+    p.send_signal(signal.SIGINT)
+    try:
+        p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+
+
 @pytest.mark.slow
 def test_guardray_serve_command_end_to_end(tmp_path):
     """`guardray serve --model ... --port P` in its own process (its own local Ray), then Ctrl-C."""
-    import signal
     port = _free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     p = subprocess.Popen([sys.executable, "-m", "guardray.cli", "serve", "--model", "tiny-encoder", "--port",
@@ -534,11 +543,7 @@ def test_guardray_serve_command_end_to_end(tmp_path):
         r = httpx.post(f"http://127.0.0.1:{port}/v1/classify", json={"input": "hi"}, timeout=60)
         assert r.status_code == 200 and r.json()["results"][0]["label"] in ("safe", "unsafe")
     finally:
-        p.send_signal(signal.SIGINT)
-        try:
-            p.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
+        _ctrl_c(p, 60)
 
 
 def test_haproxy_ingress_on_a_cluster_started_without_it_is_a_clear_error(ray_session):
@@ -552,7 +557,6 @@ def test_haproxy_ingress_on_a_cluster_started_without_it_is_a_clear_error(ray_se
 def test_guardray_serve_through_haproxy_then_ctrl_c_leaves_no_haproxy(tmp_path):
     """`guardray serve ... serve.ingress=haproxy` in its own process (its own local Ray, HAProxy in front of the
     ingress replica's own HTTP server): answers, gives 4xx for a bad request, and Ctrl-C takes HAProxy down."""
-    import signal
     port, stats, metrics = _free_port(), _free_port(), _free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_SERVE_HAPROXY_STATS_PORT": str(stats),
            "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics)}
@@ -573,10 +577,6 @@ def test_guardray_serve_through_haproxy_then_ctrl_c_leaves_no_haproxy(tmp_path):
         page = httpx.get(f"http://127.0.0.1:{stats}/stats", timeout=10)  # HAProxy's own stats page: it fronts us
         assert page.status_code == 200 and "haproxy" in page.text.lower()
     finally:
-        p.send_signal(signal.SIGINT)
-        try:
-            p.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
+        _ctrl_c(p, 90)
     with pytest.raises(httpx.HTTPError):  # HAProxy went with the server: nothing listens on its ports any more
         httpx.get(f"http://127.0.0.1:{stats}/stats", timeout=5)
