@@ -314,6 +314,7 @@ def options_part(model: str, args) -> list[dict]:
     if args.limit:  # the first N texts of each set (the files are not sorted by label or length)
         sets = {k: (t[:args.limit], y[:args.limit]) for k, (t, y) in sets.items()}
     variants = [("fp32, 1 thread", dict(threads=1)), ("fp32", {}), ("int8 (dynamic, Linear)", dict(quantize="int8")),
+                ("int8, 256 tokens per text", dict(quantize="int8", max_length=256)),
                 ("torch.compile", dict(compile=True))]
     rows, base = [], {}
     for name, kw in variants:

@@ -508,6 +508,19 @@ def test_int8_quantisation_keeps_scores_close(ckpts):
     assert abs(a.unsafe - b.unsafe).max() < 0.05 and abs(a.categories - b.categories).max() < 0.05
 
 
+def test_serve_max_length_caps_the_tokens_scored_per_text(ckpts):
+    from guardray.serve import load_classifier, load_settings
+    full = load_classifier("tiny-encoder", ServeConfig(model="x"))
+    short = load_classifier("tiny-encoder", ServeConfig(model="x", max_length=32))
+    assert short.max_length == 32 and full.max_length > 32
+    long_text = PREFIX[:600] + " and now the part at the very end that only the full length still reads in one pass"
+    a, b = full.score([long_text, "hi"]), short.score([long_text, "hi"])
+    assert a.unsafe[1] == pytest.approx(b.unsafe[1], abs=1e-5)  # a short text is scored the same
+    assert abs(a.unsafe[0] - b.unsafe[0]) > 1e-6  # a long one is read in fewer tokens
+    with pytest.raises(ConfigError, match="max_length"):
+        load_settings(str(ROOT / "configs" / "default.yaml"), ["model=tiny-encoder", "max_length=-1"])
+
+
 def test_cli_help_names_the_options():
     r = subprocess.run([sys.executable, "-m", "guardray.cli", "serve", "--help"], capture_output=True, text=True,
                        timeout=120, cwd=ROOT)

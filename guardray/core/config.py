@@ -317,6 +317,10 @@ class ServeConfig:
     threshold: Optional[float] = None  # override every served checkpoint's calibrated threshold (None = theirs)
     max_ongoing_requests: int = rng(64, 1, 100000)  # in-flight requests per replica; >= max_batch_size to batch
     quantize: Literal["none", "int8"] = "none"  # int8: dynamic int8 quantisation of Linear layers (CPU)
+    # tokens scored per text (head + tail beyond it); 0 = the checkpoint's calibrated length (trainer.
+    # score_max_length, 512). Lower is faster on long texts but is not how the threshold was calibrated: the
+    # quality cost is measured in benchmarks/serve.md (speed options)
+    max_length: int = rng(0, 0, 100000)
     compile: bool = False  # torch.compile the model (first requests of each new shape are slow)
     threads: int = rng(0, 0, 1024)  # torch intra-op threads per replica; 0 = Ray's default (the replica's CPUs)
     max_batch_tokens: int = rng(8192, 0, 10_000_000)  # padded tokens per forward pass (length buckets); 0 = off
