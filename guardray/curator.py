@@ -15,9 +15,10 @@ Rounds (`curator.rounds`, in that order, each optional):
           intended label and category (guardray.core.fidelity)
   label   fidelity: a k-NN vote over the labelled seeds (its own root seed left out) must not disagree with the
           child's label by `label_margin` (contrastive children, which share an unsafe parent's words by design,
-          and everyday texts, half of them on alarming topics, are exempt); keep, relabel or drop (`label_policy`); `keep_per_parent` keeps the
-          best-agreeing children of each parent (generate many, keep few). Both fidelity rounds need the
-          labelled seeds (`label_reference`); without them they keep everything and say so
+          and everyday texts, half of them on alarming topics, are exempt); keep, relabel or drop
+          (`label_policy`); `keep_per_parent` keeps the best-agreeing children of each parent (generate many,
+          keep few). Both fidelity rounds need the labelled seeds (`label_reference`); without them they keep
+          everything and say so
   judge   label verification: a trained guardray classifier (`judge_model`) and/or an LLM answering a SAFE/UNSAFE
           rubric (`judge_llm`); on disagreement keep, relabel or drop (`judge_policy`). With judge=classifier and
           no judge_model the round keeps everything and says so in the report. The pipeline resolves
@@ -42,12 +43,13 @@ import ray
 from guardray.core import curation as C
 from guardray.core import fidelity as F
 from guardray.core.augment import judge_prompt, parse_judge_verdict
-
-PARENTLESS = ("augment", "everyday")  # stages whose children are compared with the seeds of their label, not a parent
 from guardray.core.config import CuratorConfig, GeneratorConfig, ResourcesConfig
 from guardray.core.records import Example, GenRequest
 from guardray.core.taxonomy import BUILTIN, Policy
 from guardray.generator import was_restarted
+
+# stages whose children have no parent meaning: compared with the seeds of their label and category, not a parent
+PARENTLESS = ("augment", "everyday")
 
 
 @dataclass
