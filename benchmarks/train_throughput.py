@@ -4,7 +4,7 @@ same data, same batches, same torch thread count, in the same run. Writes benchm
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/train_throughput.py                       # MiniLM, seeds, 2 epochs
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/train_throughput.py --model tiny-encoder --epochs 2 --no-write
 
-Both sides run the identical epoch code (guardray.trainer.train_epoch on guardray.trainer.epoch_batches, the loss
+Both sides run the identical epoch code (guardray.train_steps.train_epoch on guardray.train_steps.epoch_batches, the loss
 and optimizer of ClassifierTrainer), without validation. "steady" is the last epoch's samples/s as timed around the
 epoch (first-epoch allocation and warm-up excluded); "end-to-end" is examples x epochs / the wall time of the whole
 call, including model loading, and for Ray Train the controller and worker start-up. Ray's workers run at nice 15 by
@@ -30,20 +30,23 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def plain_loop(cfg, train, threads: int, seed: int = 0) -> dict:
     """The baseline: the same epochs in this process, no Ray."""
     import torch
-    from guardray import trainer as T
+    from guardray.core.splits import category_pos_weights, example_rows, pos_weight
+    from guardray.train_steps import build_model, encode, epoch_batches, make_optimizer, train_epoch
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    model, tok = T.build_model(cfg, seed)
-    rows = T._rows(train)
-    feats = T.encode(tok, rows, cfg.max_length)
-    steps = len(T.epoch_batches(len(rows), cfg.batch_size, 0, seed)) * cfg.epochs
-    opt, sched = T.make_optimizer(model, cfg, steps)
-    pw = T.pos_weight(train, cfg.class_weight)
+    model, tok = build_model(cfg, seed)
+    rows = example_rows(train)
+    feats = encode(tok, rows, cfg.max_length)
+    lengths = [len(f["input_ids"]) for f in feats]  # length-grouped batches, as the Train worker draws them
+    steps = len(epoch_batches(len(rows), cfg.batch_size, 0, seed, lengths=lengths)) * cfg.epochs
+    opt, sched = make_optimizer(model, cfg, steps)
+    pw, cpw = pos_weight(train, cfg.class_weight), category_pos_weights(train, cfg.class_weight)
     per_epoch = []
     for epoch in range(1, cfg.epochs + 1):
         te = time.perf_counter()
-        _, seen = T.train_epoch(model, tok, feats, rows, T.epoch_batches(len(rows), cfg.batch_size, epoch, seed),
-                                opt, sched, pos_weight=pw, category_weight=cfg.category_loss_weight)
+        _, seen = train_epoch(model, tok, feats, rows, epoch_batches(len(rows), cfg.batch_size, epoch, seed,
+                                                                     lengths=lengths),
+                              opt, sched, pos_weight=pw, category_weight=cfg.category_loss_weight, cat_pos_weight=cpw)
         per_epoch.append(seen / (time.perf_counter() - te))
     return {"steady": per_epoch[-1], "per_epoch": per_epoch,
             "end_to_end": len(train) * cfg.epochs / (time.perf_counter() - t0)}
@@ -116,7 +119,7 @@ def main(argv=None) -> int:
         f"per-epoch column lists every epoch of every repeat), {args.threads} torch threads on both sides, full "
         f"fine-tune, CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores), "
         f"load average {load0:.1f} before / {load1:.1f} after. Same epoch code on both sides "
-        "(guardray.trainer.train_epoch); no validation.", "",
+        "(guardray.train_steps.train_epoch); no validation.", "",
         "| loop | steady samples/s (last epoch) | end-to-end samples/s (incl. start-up) | per-epoch samples/s |",
         "|---|---:|---:|---|",
         row("plain PyTorch (this process)", plain),
