@@ -57,7 +57,9 @@ def main(argv=None) -> int:
     vals = [val_split(r) for r in runs]
     shared = set(e.id for e in vals[0]) & set(e.id for e in vals[1])
     root_source = {e.id: e.source for v in vals for e in v if not e.seed_id}
-    src = lambda e: root_source.get(e.seed_id or e.id, e.source)  # noqa: E731  (a child's: its seed's)
+
+    def src(e):  # a seed's source; a child's is its seed's ("synth" otherwise)
+        return root_source.get(e.seed_id or e.id, e.source)
     sources = [{src(e) for e in v} for v in vals]
     by_id = {e.id: e for e in vals[1]}
     groups: dict[str, list] = defaultdict(list)
