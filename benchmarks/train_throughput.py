@@ -4,12 +4,12 @@ same data, same batches, same torch thread count, in the same run. Writes benchm
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/train_throughput.py                       # MiniLM, seeds, 2 epochs
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/train_throughput.py --model tiny-encoder --epochs 2 --no-write
 
-Both sides run the identical epoch code (guardray.train_steps.train_epoch on guardray.train_steps.epoch_batches,
-the loss and optimizer of ClassifierTrainer), without validation. "steady" is the last epoch's samples/s as timed
-around the epoch (first-epoch allocation and warm-up excluded); "end-to-end" is examples x epochs / the wall time of the whole
-call, including model loading, and for Ray Train the controller and worker start-up. Ray's workers run at nice 15 by
-default; this script starts its own local Ray with worker_niceness=0 so both sides compete equally for the CPU with
-whatever else runs on the machine (the load average is printed in the table).
+Both sides run the identical epoch code (guardray.train_steps.train_epoch on guardray.train_steps.epoch_batches, the
+loss and optimizer of ClassifierTrainer), without validation. "steady" is the last epoch's samples/s as timed around
+the epoch (first-epoch allocation and warm-up excluded); "end-to-end" is examples x epochs / the wall time of the
+whole call, including model loading, and for Ray Train the controller and worker start-up. Ray's workers run at nice
+15 by default; this script starts its own local Ray with worker_niceness=0 so both sides compete equally for the CPU
+with whatever else runs on the machine (the load average is printed in the table).
 """
 from __future__ import annotations
 
