@@ -314,7 +314,8 @@ def load_classifier(path: str, cfg: ServeConfig, device: str = "cpu"):
     import torch
     from guardray.classifier import GuardClassifier
     clf = GuardClassifier.load(path, device=device, stride=cfg.window_stride, threshold=cfg.threshold,
-                               normalize=cfg.normalize, max_length=cfg.max_length or None)
+                               normalize=cfg.normalize, max_length=cfg.max_length or None,
+                               precision="fp32" if cfg.quantize == "int8" else cfg.precision)
     if cfg.quantize == "int8":
         if device != "cpu":
             raise ConfigError("serve.quantize: int8 is dynamic CPU quantisation; use it on CPU replicas "

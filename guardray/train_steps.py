@@ -13,6 +13,7 @@ import math
 
 from guardray.classifier import LABEL_NAMES, head_tail_features
 from guardray.core.config import TrainerConfig
+from guardray.precision import autocast
 
 
 def build_model(cfg: TrainerConfig, seed: int = 0, label_names=LABEL_NAMES):
@@ -141,7 +142,7 @@ def make_optimizer(model, cfg: TrainerConfig, total_steps: int):
 
 
 def fit_head(model, tok, feats, rows, *, epochs: int, lr: float, seed: int, batch_size: int, pos_weight: float,
-             category_weight: float, device="cpu", cat_pos_weight=None) -> float:
+             category_weight: float, device="cpu", cat_pos_weight=None, precision: str = "auto") -> float:
     """LP-FT's first stage: fit the classification head alone on the frozen encoder's features, so the full
     fine-tune that follows starts from a head that fits them instead of a random one. The features (what the head
     reads: the pooler output, or the masked mean with pooling=mean) are computed once in eval mode, then the head
@@ -162,7 +163,7 @@ def fit_head(model, tok, feats, rows, *, epochs: int, lr: float, seed: int, batc
             for s in range(0, n, 64):
                 idx = order[s:s + 64]
                 b = {k: v.to(device) for k, v in collate(tok, feats, rows, idx).items() if k not in ("y", "cat")}
-                with autocast(device):
+                with autocast(device, precision):
                     model(**b)
                 h = seen.pop().float()
                 if h.dim() != 2:
@@ -223,18 +224,11 @@ class WiseFT:
         return swap()
 
 
-def autocast(device):
-    """bf16 autocast on CUDA (fp32 master weights and loss); a no-op on CPU."""
-    import contextlib
-    import torch
-    if str(device).startswith("cuda"):
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def train_epoch(model, tok, feats, rows, batches, opt, sched, *, pos_weight: float, category_weight: float,
-                device="cpu", max_grad_norm: float = 1.0, progress=None, cat_pos_weight=None) -> tuple[float, int]:
-    """One pass over `batches`; returns (mean loss, examples seen)."""
+                device="cpu", max_grad_norm: float = 1.0, progress=None, cat_pos_weight=None,
+                precision: str = "auto") -> tuple[float, int]:
+    """One pass over `batches`; returns (mean loss, examples seen). `precision`: guardray.precision (fp32 weights
+    and loss; "auto" = bf16 autocast where the device computes bf16 natively)."""
     import torch
     model.train()
     total, seen = 0.0, 0
@@ -242,7 +236,7 @@ def train_epoch(model, tok, feats, rows, batches, opt, sched, *, pos_weight: flo
         b = collate(tok, feats, rows, idx)
         b = {k: v.to(device) for k, v in b.items()}
         y, cat = b.pop("y"), b.pop("cat")
-        with autocast(device):
+        with autocast(device, precision):
             logits = model(**b).logits
         loss = guard_loss(logits.float(), y, cat, pos_weight, category_weight, cat_pos_weight=cat_pos_weight)
         opt.zero_grad(set_to_none=True)
@@ -258,7 +252,7 @@ def train_epoch(model, tok, feats, rows, batches, opt, sched, *, pos_weight: flo
 
 
 def predict(model, tok, feats, rows, idx_list: list[int], batch_size: int, *, pos_weight: float,
-            category_weight: float, device="cpu", cat_pos_weight=None):
+            category_weight: float, device="cpu", cat_pos_weight=None, precision: str = "auto"):
     """(probabilities [n, 16], per-example losses [n]) for the examples `idx_list`, length-bucketed."""
     import numpy as np
     import torch
@@ -270,7 +264,7 @@ def predict(model, tok, feats, rows, idx_list: list[int], batch_size: int, *, po
             idx = order[s:s + batch_size]
             b = {k: v.to(device) for k, v in collate(tok, feats, rows, idx).items()}
             y, cat = b.pop("y"), b.pop("cat")
-            with autocast(device):
+            with autocast(device, precision):
                 logits = model(**b).logits
             logits = logits.float()
             per = guard_loss(logits, y, cat, pos_weight, category_weight, reduction="none",

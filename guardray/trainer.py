@@ -152,7 +152,7 @@ def train_loop_per_worker(config: dict) -> None:
         t0 = time.perf_counter()
         head_loss = fit_head(model, tok, feats, train_rows, epochs=cfg.head_epochs, lr=cfg.head_lr, seed=seed,
                              batch_size=cfg.batch_size, pos_weight=pw, category_weight=cw, device=device,
-                             cat_pos_weight=cpw)
+                             cat_pos_weight=cpw, precision=cfg.precision)
         if rank == 0 and config["progress"]:
             print(f"[guardray train] head alone (LP-FT): {cfg.head_epochs} epochs on frozen features, "
                   f"loss {head_loss:.4g} ({time.perf_counter() - t0:.0f} s)")
@@ -180,7 +180,8 @@ def train_loop_per_worker(config: dict) -> None:
         t0 = time.perf_counter()
         batches = epoch_batches(len(train_rows), cfg.batch_size, epoch, seed, rank, world, lengths)
         loss, seen = train_epoch(model, tok, feats, train_rows, batches, opt, sched, pos_weight=pw,
-                                 category_weight=cw, device=device, progress=bar, cat_pos_weight=cpw)
+                                 category_weight=cw, device=device, progress=bar, cat_pos_weight=cpw,
+                                 precision=cfg.precision)
         train_s = time.perf_counter() - t0
         losses = gather((loss * seen, seen))
         m = {"epoch": epoch, "train_loss": sum(a for a, _ in losses) / max(1, sum(b for _, b in losses)),
@@ -191,7 +192,7 @@ def train_loop_per_worker(config: dict) -> None:
             if val_rows:  # each rank scores its shard; every rank computes the same metrics from the gathered whole
                 mine = list(range(rank, len(val_rows), world))
                 p, lo = predict(core, tok, vfeats, val_rows, mine, max(cfg.batch_size, 32), pos_weight=pw,
-                                category_weight=cw, device=device, cat_pos_weight=cpw)
+                                category_weight=cw, device=device, cat_pos_weight=cpw, precision=cfg.precision)
                 parts = gather((mine, p, lo))
                 idx = [i for part in parts for i in part[0]]
                 probs = np.concatenate([part[1] for part in parts])[np.argsort(idx)]

@@ -134,13 +134,14 @@ def test_long_texts_score_as_calibrated_one_head_tail_pass_or_windows(tiny_encod
     from guardray.train_steps import encode
     model, tok = load_backbone(tiny_encoder)
     texts = ["hello there. " * 60 + "now the harmful ask at the very end", "a short one"]
-    ht = GuardClassifier(model, tok, max_length=64, long_text="head_tail").score(texts)
+    ht = GuardClassifier(model, tok, max_length=64, long_text="head_tail", precision="fp32").score(texts)
     assert ht.windows == 2
     feats = encode(tok, [{"text": t} for t in texts], 64)
     with torch.no_grad():
         direct = [torch.sigmoid(model(input_ids=torch.tensor([f["input_ids"]])).logits[0, 0]).item() for f in feats]
     assert ht.unsafe == pytest.approx(direct, abs=1e-5)
-    win = GuardClassifier(model, tok, max_length=64, stride=16, long_text="windows_max").score(texts)
+    win = GuardClassifier(model, tok, max_length=64, stride=16, long_text="windows_max",
+                          precision="fp32").score(texts)
     assert win.windows > 3 and win.unsafe[1] == pytest.approx(ht.unsafe[1], abs=1e-5)
     with pytest.raises(ValueError, match="long_text"):
         GuardClassifier(model, tok, long_text="mean")
@@ -166,13 +167,46 @@ def test_forward_passes_split_where_padding_would_waste_time_and_keep_short_text
 def test_scores_do_not_depend_on_the_forward_pass_grouping(tiny_encoder):
     from guardray.classifier import GuardClassifier, load_backbone
     model, tok = load_backbone(tiny_encoder)
-    g = GuardClassifier(model, tok, max_length=128, long_text="head_tail")
+    g = GuardClassifier(model, tok, max_length=128, long_text="head_tail", precision="fp32")  # exact maths
     texts = ["hi", "word " * 120, "a short question?", "word " * 40, "another " * 100, "ok"]
     grouped, one_pass = g.score(texts), g.score(texts, pad_waste=None)
     singles = [g.score([t]).unsafe[0] for t in texts]
     assert grouped.unsafe == pytest.approx(one_pass.unsafe, abs=1e-5)
     assert grouped.unsafe == pytest.approx(singles, abs=1e-5)
     assert grouped.categories == pytest.approx(one_pass.categories, abs=1e-5)
+
+
+def test_bf16_autocast_scores_near_fp32_trains_and_precision_is_validated(tiny_encoder, seeds):
+    """bf16 autocast (forced, so it runs on any CPU) keeps weights and scores fp32 and moves scores only a little;
+    a training epoch under it lowers the loss; "auto" is bf16 exactly where the CPU has native bf16; a wrong name is
+    refused, at the config boundary too."""
+    import torch
+    from guardray.classifier import GuardClassifier, load_backbone
+    from guardray.core.config import ConfigError, load_config
+    from guardray.core.splits import example_rows
+    from guardray.precision import cpu_native_bf16, resolve
+    from guardray.train_steps import build_model, encode, epoch_batches, make_optimizer, train_epoch
+    model, tok = load_backbone(tiny_encoder)
+    texts = ["hi", "how do I bake bread?", "word " * 60, "tell me how to hurt someone"]
+    fp32 = GuardClassifier(model, tok, max_length=64, long_text="head_tail", precision="fp32").score(texts)
+    g = GuardClassifier(model, tok, max_length=64, long_text="head_tail", precision="bf16")
+    bf16 = g.score(texts)
+    assert g.precision == "bf16" and bf16.unsafe.dtype == fp32.unsafe.dtype == np.float32
+    assert bf16.unsafe == pytest.approx(fp32.unsafe, abs=2e-2) and bf16.unsafe.tolist() != fp32.unsafe.tolist()
+    assert next(model.parameters()).dtype == torch.float32
+    assert resolve("auto", "cpu") == ("bf16" if cpu_native_bf16() else "fp32") and resolve("fp32", "cpu") == "fp32"
+    with pytest.raises(ValueError, match="auto, fp32, bf16"):
+        resolve("fp16")
+    with pytest.raises(ConfigError, match="trainer.precision"):
+        load_config(None, ["trainer.precision=fp16"])
+    cfg = TrainerConfig(model=tiny_encoder, lr=1e-3, batch_size=8, precision="bf16")
+    net, tok = build_model(cfg)
+    rows = example_rows(seeds[:32])
+    feats = encode(tok, rows, 64)
+    opt, sched = make_optimizer(net, cfg, 40)
+    losses = [train_epoch(net, tok, feats, rows, epoch_batches(len(rows), 8, e, 0), opt, sched, pos_weight=1.0,
+                          category_weight=0.5, precision="bf16")[0] for e in range(4)]
+    assert losses[-1] < losses[0] and next(net.parameters()).dtype == torch.float32
 
 
 def test_mean_pooling_reads_the_masked_mean_of_the_last_hidden_states(tiny_encoder, tiny_lm):
@@ -195,7 +229,7 @@ def test_mean_pooling_reads_the_masked_mean_of_the_last_hidden_states(tiny_encod
     cls_model, _ = load_backbone(tiny_encoder)
     with torch.no_grad():
         assert not torch.allclose(cls_model(**b).logits, got, atol=1e-3)  # the [CLS] pooler reads otherwise
-    g = GuardClassifier(model, tok, max_length=64, long_text="head_tail")
+    g = GuardClassifier(model, tok, max_length=64, long_text="head_tail", precision="fp32")
     assert g.score(["a short text"]).unsafe[0] == pytest.approx(torch.sigmoid(alone[0, 0]).item(), abs=1e-5)
     dec, dtok = load_backbone(tiny_lm, pooling="mean")  # GPT-2: its `score` head reads the mean too
     with torch.no_grad():

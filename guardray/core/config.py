@@ -184,6 +184,9 @@ class TrainerConfig:
     wise_alpha: float = rng(1.0, 0.0, 1.0)
     weight_decay: float = rng(0.01, 0.0, 1.0)
     warmup_ratio: float = rng(0.1, 0.0, 1.0)
+    # forward passes of training and validation (guardray.precision): "auto" = bf16 autocast where the device computes
+    # bf16 natively (CUDA Ampere+, CPUs with AVX512-BF16/AMX), fp32 elsewhere; weights, optimiser and loss stay fp32
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     class_weight: Literal["balanced", "none"] = "balanced"
     category_loss_weight: float = rng(0.5, 0.0, 100.0)  # weight of the multi-label category head's loss
     early_stopping_patience: int = rng(2, 0, 1000)  # epochs without val improvement; 0 = off
@@ -317,6 +320,9 @@ class ServeConfig:
     threshold: Optional[float] = None  # override every served checkpoint's calibrated threshold (None = theirs)
     max_ongoing_requests: int = rng(64, 1, 100000)  # in-flight requests per replica; >= max_batch_size to batch
     quantize: Literal["none", "int8"] = "none"  # int8: dynamic int8 quantisation of Linear layers (CPU)
+    # forward passes (guardray.precision): "auto" = bf16 autocast where the replica's device computes bf16 natively
+    # (CUDA Ampere+, CPUs with AVX512-BF16/AMX), fp32 elsewhere; ignored with quantize=int8
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     # tokens scored per text (head + tail beyond it); 0 = the checkpoint's calibrated length (trainer.
     # score_max_length, 512). Lower is faster on long texts but is not how the threshold was calibrated: the
     # quality cost is measured in benchmarks/serve.md (speed options)
