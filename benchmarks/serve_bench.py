@@ -10,7 +10,9 @@ warm-up), for concurrency 1, 8, 32 and two text sets: short (<= 32 tokens, XSTes
 OpenAI-moderation-length (the OpenAI moderation evaluation texts). It reports p50/p95/p99 latency and
 throughput. Systems (one at a time, the other stopped):
   guardray  GuardrailDeployment, 1 replica, @serve.batch (max 32 texts, 5 ms wait), windows of 256 tokens,
-            torch threads = --threads; also `guardray-int8` (quantize=int8) unless --no-int8
+            torch threads = --threads; also `guardray-int8` (quantize=int8) unless --no-int8; its forward passes
+            run at ServeConfig.precision=auto (bf16 autocast on a CPU with native bf16; add
+            `--variant fp32:precision=fp32` for the fp32 row)
   naive     a plain FastAPI app under uvicorn, transformers pipeline("text-classification"), one request at a
             time (the pipeline runs on the event loop), truncation at 256 tokens, same torch threads; its head
             reads BERT's [CLS] pooler, so on a `pooling=mean` checkpoint (the demo's since the LP-FT recipe) its
@@ -27,7 +29,7 @@ throughput. Systems (one at a time, the other stopped):
                 ... serve_bench.py --infinity /tmp/infvenv/bin/infinity_emb
             Its scores come from its own head activation (a softmax over the labels), so only its speed is compared.
 Speed-options part (no HTTP): GuardClassifier scoring of the OpenAI-moderation and XSTest sets with fp32,
-dynamic int8, torch.compile and thread counts: texts/s and the quality delta against fp32 (F1 at the
+bf16 autocast, dynamic int8, torch.compile and thread counts: texts/s and the quality delta against fp32 (F1 at the
 checkpoint's threshold, AUPRC, label agreement, max |score difference|).
 Results: a markdown table on stdout and in --out (benchmarks/serve.md keeps a copy with the machine noted).
 Evaluation data: ../shared/data/{openai-moderation,xstest}/eval.jsonl (read only, never trained on).
@@ -313,9 +315,12 @@ def options_part(model: str, args) -> list[dict]:
     sets = {name: read_texts(name) for name in ("openai-moderation", "xstest")}
     if args.limit:  # the first N texts of each set (the files are not sorted by label or length)
         sets = {k: (t[:args.limit], y[:args.limit]) for k, (t, y) in sets.items()}
-    variants = [("fp32, 1 thread", dict(threads=1)), ("fp32", {}), ("int8 (dynamic, Linear)", dict(quantize="int8")),
+    fp32 = dict(precision="fp32")
+    variants = [("fp32, 1 thread", dict(threads=1, **fp32)), ("fp32", fp32),
+                ("bf16 autocast (needs native bf16)", dict(precision="bf16")),
+                ("int8 (dynamic, Linear)", dict(quantize="int8")),
                 ("int8, 256 tokens per text", dict(quantize="int8", max_length=256)),
-                ("torch.compile", dict(compile=True))]
+                ("torch.compile", dict(compile=True, **fp32))]
     rows, base = [], {}
     for name, kw in variants:
         threads = kw.pop("threads", args.threads)

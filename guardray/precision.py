@@ -3,11 +3,13 @@
 `precision="auto"` picks bf16 where the hardware computes it natively and fp32 elsewhere:
 - CUDA: bf16 when `torch.cuda.is_bf16_supported()` (Ampere and newer);
 - CPU: bf16 when the CPU has AVX512-BF16 or AMX tiles (Intel Cooper Lake / Sapphire Rapids and newer, AMD Zen 4+).
-  Without them oneDNN emulates bf16 and a forward pass gets slower, so auto stays fp32 there.
+  Without them bf16 is emulated in software, which does not pay, so auto stays fp32 there.
 
-On a 2-core Sapphire Rapids VM, all-MiniLM-L6-v2 at batch 32 (benchmarks/precision.md): a training step 1.25x
-(32 tokens) to 1.7x (96 tokens) faster, a forward pass 2.0x to 2.6x. Weights, optimiser state, the loss and the
-scores stay fp32 (autocast), so checkpoints do not depend on the precision they were trained in.
+On a 2-core Sapphire Rapids VM (benchmarks/precision.md): MiniLM training 1.55x the samples/s of fp32, scoring
+2.16x the texts/s on moderation-length texts (1.36x on short prompts); the demo checkpoint's scores moved by at most
+0.014 (mean 0.001), 4 of 1,680 moderation decisions flipped, AUPRC within 0.001 on every set, and a MiniLM trained in
+bf16 scored within 0.002 F1 / AUPRC of the fp32 one on all five shared sets. Weights, optimiser state, the loss and
+the scores stay fp32 (autocast), so checkpoints do not depend on the precision they were trained in.
 """
 from __future__ import annotations
 
