@@ -1,4 +1,4 @@
-"""fp32 vs bf16 autocast (guardray.precision), side by side in one process: training samples/s and scoring texts/s
+"""fp32 vs bf16 (guardray.precision: autocast in training, bf16 weights in scoring), side by side in one process: training samples/s and scoring texts/s
 of the same model on the same data, and how far bf16 moves a trained checkpoint's scores. Writes
 benchmarks/precision.md.
 
@@ -8,7 +8,7 @@ Training: all-MiniLM-L6-v2 (the demo's trainer block), `--n` packaged seeds plus
 mix of short and long inputs), length-grouped batches; one untimed warm-up epoch, then `--epochs` timed epochs per
 precision, alternating fp32 / bf16 so both see the same machine load. Scoring: `--model` (a trained checkpoint) on
 the --sets of ../shared/data (scores only: nothing is tuned on them) or, where that folder is absent, on the
-packaged seeds; texts/s, the largest score change, decisions flipped at the checkpoint's threshold, AUPRC per
+packaged seeds; texts/s in batches, ms per text one at a time (a server at concurrency 1), the largest score change, decisions flipped at the checkpoint's threshold, AUPRC per
 precision. bf16 is only worth it where the CPU computes it natively (AVX512-BF16 / AMX); the table says which CPU.
 """
 from __future__ import annotations
@@ -81,10 +81,17 @@ def score_delta(model: str, sets: list[Path]) -> list[dict]:
             clf.score(texts[:8])
             t = time.perf_counter()
             res[p] = (clf.score(texts).unsafe, len(texts) / (time.perf_counter() - t))
+        one = {}
+        for p, clf in clfs.items():  # one text per call, as a server at concurrency 1 sees them (first 100)
+            t = time.perf_counter()
+            for x in texts[:100]:
+                clf.score([x])
+            one[p] = (time.perf_counter() - t) / min(100, len(texts)) * 1000
         a, b = res["fp32"][0], res["bf16"][0]
         thr = clfs["fp32"].threshold
         rows.append({"set": s.parent.name if s.name == "eval.jsonl" else s.name, "n": len(texts),
-                     "fp32_tps": res["fp32"][1], "bf16_tps": res["bf16"][1],
+                     "fp32_tps": res["fp32"][1], "bf16_tps": res["bf16"][1], "fp32_ms1": one["fp32"],
+                     "bf16_ms1": one["bf16"],
                      "max_delta": float(np.abs(a - b).max()), "mean_delta": float(np.abs(a - b).mean()),
                      "flips": int(((a >= thr) != (b >= thr)).sum()),
                      "auprc_fp32": float(average_precision_score(y, a)) if 0 < y.sum() < len(y) else None,
@@ -123,7 +130,7 @@ def main(argv=None) -> int:
     except (OSError, StopIteration):
         pass
     lines = [
-        "# fp32 vs bf16 autocast (guardray.precision)", "",
+        "# fp32 vs bf16 (guardray.precision): autocast in training, bf16 weights in scoring", "",
         "Regenerate (one process, both precisions alternating, so both see the same load):", "",
         "```", f"HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/precision.py --model {_rel(args.model)} --n {args.n} "
         f"--epochs {args.epochs} --threads {args.threads}", "```", "",
@@ -133,14 +140,14 @@ def main(argv=None) -> int:
         "| examples | mean tokens | fp32 samples/s | bf16 samples/s | speed-up |", "|---:|---:|---:|---:|---:|",
         f"| {tr['examples']} | {tr['mean_tokens']:.0f} | {tr['fp32']:.1f} | {tr['bf16']:.1f} | "
         f"{tr['bf16'] / tr['fp32']:.2f}x |", "",
-        f"## Scoring `{_rel(args.model)}` (GuardClassifier.score, batch 32, length-bucketed; threshold "
+        f"## Scoring `{_rel(args.model)}` (GuardClassifier.score, batch 32, length-bucketed; bf16 = bf16 weights; threshold "
         f"{_threshold(args.model):.3f})", "",
-        "| set | n | fp32 texts/s | bf16 texts/s | speed-up | max abs score change | mean | decisions flipped | "
-        "AUPRC fp32 | AUPRC bf16 |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        "| set | n | fp32 texts/s | bf16 texts/s | speed-up | ms per lone text fp32 / bf16 | max abs score change | "
+        "mean | decisions flipped | AUPRC fp32 | AUPRC bf16 |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in sc:
         f = (lambda v: "n/a" if v is None else f"{v:.4f}")
         lines.append(f"| {r['set']} | {r['n']} | {r['fp32_tps']:.0f} | {r['bf16_tps']:.0f} | "
-                     f"{r['bf16_tps'] / r['fp32_tps']:.2f}x | {r['max_delta']:.4f} | {r['mean_delta']:.5f} | "
+                     f"{r['bf16_tps'] / r['fp32_tps']:.2f}x | {r['fp32_ms1']:.1f} / {r['bf16_ms1']:.1f} | {r['max_delta']:.4f} | {r['mean_delta']:.5f} | "
                      f"{r['flips']} | {f(r['auprc_fp32'])} | {f(r['auprc_bf16'])} |")
     text = "\n".join(lines) + "\n"
     print(text)

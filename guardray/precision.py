@@ -1,15 +1,17 @@
-"""Compute precision of the classifier's forward passes: fp32, or bf16 autocast (fp32 weights, bf16 matmuls).
+"""Compute precision of the classifier's forward passes: fp32 or bf16.
 
 `precision="auto"` picks bf16 where the hardware computes it natively and fp32 elsewhere:
 - CUDA: bf16 when `torch.cuda.is_bf16_supported()` (Ampere and newer);
 - CPU: bf16 when the CPU has AVX512-BF16 or AMX tiles (Intel Cooper Lake / Sapphire Rapids and newer, AMD Zen 4+).
   Without them bf16 is emulated in software, which does not pay, so auto stays fp32 there.
 
-On a 2-core Sapphire Rapids VM (benchmarks/precision.md): MiniLM training 1.55x the samples/s of fp32, scoring
-2.16x the texts/s on moderation-length texts (1.36x on short prompts); the demo checkpoint's scores moved by at most
-0.014 (mean 0.001), 4 of 1,680 moderation decisions flipped, AUPRC within 0.001 on every set, and a MiniLM trained in
-bf16 scored within 0.002 F1 / AUPRC of the fp32 one on all five shared sets. Weights, optimiser state, the loss and
-the scores stay fp32 (autocast), so checkpoints do not depend on the precision they were trained in.
+Training uses autocast (fp32 master weights, optimiser state and loss, bf16 matmuls), so checkpoints are fp32
+whatever they were trained in; scoring (GuardClassifier) casts the weights themselves to bf16, since autocast would
+re-cast them on every call. On a 2-core Sapphire Rapids VM (benchmarks/precision.md): MiniLM training ~1.5x the
+samples/s of fp32; scoring 2.56x the texts/s on moderation-length texts, 1.5-2x on short ones, and a lone short
+text 5.8 ms against 6.3. The demo checkpoint's scores moved by at most 0.023 (mean 0.0013), 6 of 1,680 moderation
+decisions flipped, AUPRC within 0.001 on every set; a MiniLM trained in bf16 scored within 0.002 F1 / AUPRC of the
+fp32 one on all five shared sets.
 """
 from __future__ import annotations
 

@@ -177,8 +177,8 @@ def test_scores_do_not_depend_on_the_forward_pass_grouping(tiny_encoder):
 
 
 def test_bf16_autocast_scores_near_fp32_trains_and_precision_is_validated(tiny_encoder, seeds):
-    """bf16 autocast (forced, so it runs on any CPU) keeps weights and scores fp32 and moves scores only a little;
-    a training epoch under it lowers the loss; "auto" is bf16 exactly where the CPU has native bf16; a wrong name is
+    """Scoring in bf16 (forced, so it runs on any CPU; bf16 weights) moves scores only a little and returns fp32;
+    a training epoch under bf16 autocast lowers the loss and keeps the weights fp32; "auto" is bf16 exactly where the CPU has native bf16; a wrong name is
     refused, at the config boundary too."""
     import torch
     from guardray.classifier import GuardClassifier, load_backbone
@@ -186,14 +186,16 @@ def test_bf16_autocast_scores_near_fp32_trains_and_precision_is_validated(tiny_e
     from guardray.core.splits import example_rows
     from guardray.precision import cpu_native_bf16, resolve
     from guardray.train_steps import build_model, encode, epoch_batches, make_optimizer, train_epoch
-    model, tok = load_backbone(tiny_encoder)
     texts = ["hi", "how do I bake bread?", "word " * 60, "tell me how to hurt someone"]
-    fp32 = GuardClassifier(model, tok, max_length=64, long_text="head_tail", precision="fp32").score(texts)
-    g = GuardClassifier(model, tok, max_length=64, long_text="head_tail", precision="bf16")
-    bf16 = g.score(texts)
-    assert g.precision == "bf16" and bf16.unsafe.dtype == fp32.unsafe.dtype == np.float32
-    assert bf16.unsafe == pytest.approx(fp32.unsafe, abs=2e-2) and bf16.unsafe.tolist() != fp32.unsafe.tolist()
-    assert next(model.parameters()).dtype == torch.float32
+    for pooling in ("cls", "mean"):
+        model, tok = load_backbone(tiny_encoder, pooling=pooling)
+        fp32 = GuardClassifier(model, tok, max_length=64, long_text="head_tail", precision="fp32").score(texts)
+        assert next(model.parameters()).dtype == torch.float32
+        g = GuardClassifier(model, tok, max_length=64, long_text="head_tail", precision="bf16")  # casts in place
+        bf16 = g.score(texts)
+        assert g.precision == "bf16" and next(g.model.parameters()).dtype == torch.bfloat16
+        assert bf16.unsafe.dtype == fp32.unsafe.dtype == np.float32
+        assert bf16.unsafe == pytest.approx(fp32.unsafe, abs=3e-2) and bf16.unsafe.tolist() != fp32.unsafe.tolist()
     assert resolve("auto", "cpu") == ("bf16" if cpu_native_bf16() else "fp32") and resolve("fp32", "cpu") == "fp32"
     with pytest.raises(ValueError, match="auto, fp32, bf16"):
         resolve("fp16")
