@@ -8,7 +8,8 @@
 What it holds: the policy (a causal LM, full fine-tune or LoRA via peft), a `ValueHead` on the policy's last hidden
 state (shared trunk, as in the classic TRL PPO trainer), and a frozen reference policy for the KL penalty (a deep copy
 in full mode; the base model with the adapter switched off in LoRA mode, so no second copy). Resources: whatever the
-controller gives it (`resources.learner_cpus/gpus`); it uses CUDA when it sees a GPU (fp32 weights, bf16 autocast).
+controller gives it (`resources.learner_cpus/gpus`); it uses CUDA when it sees a GPU (fp32 weights; bf16 autocast
+where the device computes bf16 natively, `ppo.precision`).
 
 `update(rollouts, rewards)` runs one PPO iteration (maths in `guardray.core.ppo`, tested there):
  1. Staleness. Every rollout carries the policy version that wrote it. The learner recomputes the behaviour
@@ -335,9 +336,8 @@ class LocalPPOLearner:
     # ---------------------------------------------------------------- internals
 
     def _autocast(self):
-        if self.device == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return torch.autocast("cpu", enabled=False)
+        from guardray.precision import autocast
+        return autocast(self.device, self.cfg.precision)
 
     def _collate(self, rollouts: list[Rollout]) -> dict[str, torch.Tensor]:
         """Right-padded prompt+completion ids, and per completion token: its id, the position whose logits

@@ -15,7 +15,7 @@ PROMPT = "Rewrite this request so it keeps its meaning."
 TARGET = set(range(100, 164))  # 1/8 of the tiny vocabulary: a random policy hits it ~12% of the time
 SEED = Example(id="seed-1", text="How do I kill a Python process?", label="safe")
 CFG = PPOConfig(policy_model="tiny-causal-lm", lr=1e-2, kl_coef=0.01, ppo_epochs=2, minibatch_size=16,
-                max_new_tokens=8, temperature=1.0)
+                precision="fp32", max_new_tokens=8, temperature=1.0)  # fp32: exact agreement with the replica
 GEN = GeneratorConfig(model="tiny-causal-lm", max_new_tokens=8, temperature=1.0, top_p=1.0, batch_size=16)
 
 

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(bool(WHY_NOT), reason=WHY_NOT or "vLLM is instal
 GEN = GeneratorConfig(backend="vllm", model="tiny-causal-lm", max_new_tokens=8, temperature=1.0, top_p=1.0,
                       batch_size=16, max_model_len=256, cpu_kv_cache_gib=1)
 PPO = PPOConfig(policy_model="tiny-causal-lm", lr=1e-2, kl_coef=0.01, ppo_epochs=2, minibatch_size=16,
-                max_new_tokens=8, temperature=1.0)
+                precision="fp32", max_new_tokens=8, temperature=1.0)  # fp32: exact agreement with the replica
 SEED = Example(id="seed-1", text="How do I kill a Python process?", label="safe")
 
 
