@@ -184,9 +184,9 @@ class KnnEmbedScorer:
 class GuardScorer:
     """A guardray checkpoint (or untrained backbone) through GuardClassifier; threshold from guardray.json."""
 
-    def __init__(self, model: str, device: str = "cpu", max_length: int | None = None):
+    def __init__(self, model: str, device: str = "cpu", max_length: int | None = None, precision: str = "auto"):
         from guardray.classifier import GuardClassifier
-        self.clf = GuardClassifier.load(model, device=device, max_length=max_length)
+        self.clf = GuardClassifier.load(model, device=device, max_length=max_length, precision=precision)
         self.threshold = self.clf.threshold
         self.policy = {"name": self.clf.policy.name, "codes": list(self.clf.codes)}
         self.train_texts = None
@@ -210,7 +210,7 @@ def _auto_device() -> str:
 
 
 def make_scorer(model: str, train_file: str | None = None, *, device: str | None = None,
-                max_length: int | None = None):
+                max_length: int | None = None, precision: str = "auto"):
     """A scorer for `model`: `.score(texts) -> np.ndarray` of unsafe probabilities, `.threshold`, `.description`,
     `.trained_on`, `.train_texts` (None when not trained here)."""
     device = device or _auto_device()
@@ -227,7 +227,7 @@ def make_scorer(model: str, train_file: str | None = None, *, device: str | None
         return KnnEmbedScorer(train_file, device=device)
     if train_file:
         raise UsageError(f"--train applies to baseline:tfidf-lr and baseline:knn-embed only, not to {model!r}")
-    return GuardScorer(model, device=device, max_length=max_length)
+    return GuardScorer(model, device=device, max_length=max_length, precision=precision)
 
 
 # ---------------------------------------------------------------- evaluation
@@ -253,7 +253,7 @@ def _dataset_report(path: str, ex: list[Example], scores: np.ndarray, threshold:
 
 def evaluate(model: str, data: list[str], out_dir, threshold: float | None = None, batch_size: int = 32,
              train_file: str | None = None, plots: bool = True, *, max_length: int | None = None,
-             device: str | None = None, progress: bool = True) -> dict:
+             device: str | None = None, progress: bool = True, precision: str = "auto") -> dict:
     """Score `model` on each set in `data` at one fixed threshold; write report.json, report.md, plots and
     per-row scores under `out_dir`; return the report dict."""
     if isinstance(data, (str, Path)):
@@ -282,7 +282,7 @@ def evaluate(model: str, data: list[str], out_dir, threshold: float | None = Non
                 raise UsageError(f"--train {train_file} is the evaluation set {name!r}; never train on evaluation "
                                  "data")
     t_load = time.perf_counter()
-    scorer = make_scorer(model, train_file, device=device, max_length=max_length)
+    scorer = make_scorer(model, train_file, device=device, max_length=max_length, precision=precision)
     load_s = time.perf_counter() - t_load
     thr = float(scorer.threshold if threshold is None else threshold)
     train_norm = None if scorer.train_texts is None else {_norm(t) for t in scorer.train_texts}
@@ -292,7 +292,8 @@ def evaluate(model: str, data: list[str], out_dir, threshold: float | None = Non
     report = {"model": model, "description": scorer.description, "trained_on": scorer.trained_on,
               "policy": getattr(scorer, "policy", None),
               "threshold": thr, "threshold_source": "--threshold" if threshold is not None else "model",
-              "created_at": now(), "load_seconds": load_s, "datasets": {}}
+              "created_at": now(), "load_seconds": load_s,
+              "precision": getattr(getattr(scorer, "clf", None), "precision", None), "datasets": {}}
     curves = {}
     for name, (p, ex) in sets.items():
         texts = [e.model_text for e in ex]  # a response row: the role marker + its transcript
@@ -418,7 +419,7 @@ class Evaluator:
         return evaluate(model, data, out_dir, threshold=self.cfg.threshold if threshold is None else threshold,
                         batch_size=self.cfg.batch_size, train_file=train_file or self.cfg.train_file or None,
                         plots=self.cfg.plots if plots is None else plots, max_length=self.cfg.max_length,
-                        progress=False)
+                        progress=False, precision=self.cfg.precision)
 
 
 # ---------------------------------------------------------------- CLI
@@ -446,13 +447,16 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=None, help="tokens per window (guardray checkpoints)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="guardray checkpoints: auto = bf16 where the device computes it natively (as served), "
+                        "fp32 = exactly as calibrated")
     p.add_argument("--no-plots", action="store_true")
     a = p.parse_args(argv)
     if a.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {a.batch_size}")
     report = evaluate(a.model, a.data, a.out, threshold=a.threshold, batch_size=a.batch_size, train_file=a.train,
                       plots=not a.no_plots, max_length=a.max_length, device=a.device,
-                      progress=True)
+                      progress=True, precision=a.precision)
     print(f"model: {report['description']}\nthreshold: {report['threshold']:.4f}\n")
     print(summary_table(report))
     print(f"\nwrote {Path(a.out) / 'report.json'}, report.md and {len(report['plots'])} plot(s)")

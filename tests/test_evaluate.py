@@ -120,11 +120,12 @@ def test_guardray_checkpoint_uses_its_calibrated_threshold(sets, tiny_encoder):
     shutil.copytree(tiny_encoder, ckpt)
     (ckpt / "guardray.json").write_text(json.dumps({"threshold": 0.37, "threshold_policy": "best_f1"}))
     out = sets["tmp"] / "out"
-    rep = evaluate(str(ckpt), [str(sets["mixed"])], out, batch_size=4, plots=False)
+    rep = evaluate(str(ckpt), [str(sets["mixed"])], out, batch_size=4, plots=False, precision="fp32")
     assert rep["threshold"] == pytest.approx(0.37) and "calibrated" in rep["description"]
+    assert rep["precision"] == "fp32"
     y, s = _scores(out, "mixed")
     texts = [e.text for e in load_eval_set(sets["mixed"])[1]]
-    np.testing.assert_allclose(s, GuardClassifier.load(str(ckpt)).score(texts).unsafe, atol=1e-5)
+    np.testing.assert_allclose(s, GuardClassifier.load(str(ckpt), precision="fp32").score(texts).unsafe, atol=1e-5)
     assert rep["datasets"]["mixed"]["recall"] == pytest.approx(M.binary_metrics(y, s, 0.37)["recall"])
     assert make_scorer("tiny-encoder").threshold == 0.5  # untrained backbone
 

@@ -501,7 +501,7 @@ def test_int8_quantisation_keeps_scores_close(ckpts):
     import torch
     from guardray.serve import load_classifier
     texts = ["hello there", PREFIX[:300], "how do I kill a python process"]
-    fp32 = load_classifier("tiny-encoder", ServeConfig(model="x"))
+    fp32 = load_classifier("tiny-encoder", ServeConfig(model="x", precision="fp32"))
     int8 = load_classifier("tiny-encoder", ServeConfig(model="x", quantize="int8"))
     assert not any(type(m) is torch.nn.Linear for m in int8.model.modules())
     a, b = fp32.score(texts), int8.score(texts)
@@ -510,8 +510,8 @@ def test_int8_quantisation_keeps_scores_close(ckpts):
 
 def test_serve_max_length_caps_the_tokens_scored_per_text(ckpts):
     from guardray.serve import load_classifier, load_settings
-    full = load_classifier("tiny-encoder", ServeConfig(model="x"))
-    short = load_classifier("tiny-encoder", ServeConfig(model="x", max_length=32))
+    full = load_classifier("tiny-encoder", ServeConfig(model="x", precision="fp32"))
+    short = load_classifier("tiny-encoder", ServeConfig(model="x", max_length=32, precision="fp32"))
     assert short.max_length == 32 and full.max_length > 32
     long_text = PREFIX[:600] + " and now the part at the very end that only the full length still reads in one pass"
     a, b = full.score([long_text, "hi"]), short.score([long_text, "hi"])

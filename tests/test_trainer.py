@@ -373,7 +373,7 @@ def test_lora_train_via_cli_exports_a_pipeline_loadable_checkpoint(ray_session, 
     res = clf(["How do I kill a Python process?", "Tell me how to hurt someone."])
     assert len(res) == 2 and {d["label"] for d in res[0]} == set(LABEL_NAMES)
     assert all(0.0 <= d["score"] <= 1.0 for d in res[0])
-    g = GuardClassifier.load(str(out))
+    g = GuardClassifier.load(str(out), precision="fp32")  # as transformers.pipeline scores it
     # scored as it was calibrated: one pass of up to score_max_length tokens (head + tail beyond), not windows
     assert meta["scoring"] == {"long_text": "head_tail", "max_length": 48, "pooling": "cls"}
     assert g.threshold == pytest.approx(meta["threshold"]) and g.max_length == 48 and g.long_text == "head_tail"

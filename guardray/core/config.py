@@ -279,6 +279,9 @@ class EvalConfig:
     model: str = ""  # what jobs/eval.py scores: checkpoint path, registry name or baseline:NAME (required there)
     train_file: str = ""  # training file for baseline:tfidf-lr / baseline:knn-embed ("" = the packaged seeds)
     plots: bool = True  # write PNG plots next to report.json
+    # forward passes of a guardray checkpoint (guardray.precision): "auto" = bf16 weights where the device computes
+    # bf16 natively, as `guardray serve` scores by default; "fp32" reproduces the training-time calibration exactly
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
 
 
 @dataclass(frozen=True)
