@@ -179,7 +179,9 @@ def seeds_judge(cfg: Config, prompts: list[Example], state: RunState) -> Config:
         from guardray.core.splits import split_validation
         from guardray.trainer import train_classifier
         fit, val = split_validation(prompts, cfg.data.val_fraction, cfg.run.seed, safe_share=cfg.data.val_safe_share)
-        tcfg = dataclasses.replace(cfg.trainer, epochs=cur.judge_epochs, warm_start="")
+        # best_f1: the judge's threshold is a label boundary (keep/relabel/drop with a margin on both sides), not
+        # a deployment operating point, so it balances both errors (as in the audit of benchmarks/judge_audit.md)
+        tcfg = dataclasses.replace(cfg.trainer, epochs=cur.judge_epochs, warm_start="", threshold_policy="best_f1")
         t0 = time.time()
         r = train_classifier(tcfg, fit, Path(cfg.run_dir) / "judge", resources=cfg.resources,
                              seed=cfg.run.seed + 17, val=val, policy=load_policy(cfg.policy))

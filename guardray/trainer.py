@@ -110,8 +110,11 @@ def train_loop_per_worker(config: dict) -> None:
 
     model, tok = build_model(cfg, seed, label_names=config.get("label_names") or LABEL_NAMES)
     feats = encode(tok, train_rows, cfg.max_length)
-    # validation scores what deployment scores (GuardClassifier: one pass up to score_max_length), so the threshold
-    # calibrated on it holds there
+    # validation scores what deployment scores (GuardClassifier: canonical text, one pass up to score_max_length), so
+    # the threshold calibrated on it holds there
+    if cfg.normalize:
+        from guardray.core.normalize import normalize
+        val_rows = [{**r, "text": normalize(r["text"])} for r in val_rows]
     vfeats = encode(tok, val_rows, scoring_length(tok, cfg))
     lengths = [len(f["input_ids"]) for f in feats]
     steps_per_epoch = len(epoch_batches(len(train_rows), cfg.batch_size, 0, seed, rank, world, lengths))
@@ -480,7 +483,8 @@ def train_classifier(cfg: TrainerConfig, train: list[Example], out_dir, *, resou
             "target_fpr": cfg.target_fpr if cfg.threshold_policy == "target_fpr" else None,
             "max_length": cfg.max_length, "base_model": base, "warm_start": cfg.warm_start,
             # how the threshold was calibrated, so GuardClassifier scores the same way
-            "scoring": {"long_text": "head_tail", "max_length": cfg.score_max_length, "pooling": cfg.pooling},
+            "scoring": {"long_text": "head_tail", "max_length": cfg.score_max_length, "pooling": cfg.pooling,
+                        "normalize": cfg.normalize},
             "label_names": list(label_names), "policy": policy.to_meta(), "best_epoch": state["best_epoch"], "val_metrics": val_m,
             "train_summary": {"train": data_summary(train), "val": data_summary(val),
                               "selection": {**sel_info, "pool": pool}},

@@ -63,6 +63,25 @@ def test_target_fpr_threshold_maximises_recall_under_the_fpr():
         best_f1_threshold([], [])
 
 
+def test_f1_1se_takes_the_highest_threshold_the_validation_set_cannot_tell_from_the_best():
+    from guardray.core.calibration import f1_1se_threshold
+    rng = np.random.default_rng(1)
+    y = np.r_[np.ones(150, int), np.zeros(250, int)]  # a noisy validation split: overlapping score distributions
+    s = np.clip(np.r_[rng.normal(0.65, 0.2, 150), rng.normal(0.35, 0.2, 250)], 0, 1)
+    t_best, t = best_f1_threshold(y, s), f1_1se_threshold(y, s)
+    assert t > t_best  # F1 is flat near its best: a higher cut is statistically tied
+    boot = []
+    for _ in range(200):  # the best cut's F1 over resamples, computed independently of the implementation
+        i = rng.integers(0, len(y), len(y))
+        boot.append(_f1(y[i], s[i], t_best))
+    assert _f1(y, s, t_best) - np.std(boot) - 0.01 <= _f1(y, s, t) < _f1(y, s, t_best)  # 0.01: two bootstraps
+    assert ((s >= t) & (y == 0)).sum() < ((s >= t_best) & (y == 0)).sum()  # it flags fewer benign texts
+    assert f1_1se_threshold(y, s) == t and choose_threshold(y, s) == t  # seeded, and the default policy
+    # separable scores: every resample has F1 1 at the best cut, so there is no band and it is the best cut
+    assert f1_1se_threshold([0, 0, 1, 1], [0.1, 0.2, 0.7, 0.9]) == best_f1_threshold([0, 0, 1, 1], [0.1, 0.2, 0.7, 0.9])
+    assert f1_1se_threshold([0, 0], [0.3, 0.6]) > 0.6  # no positive: nothing is flagged
+
+
 # ---------------------------------------------------------------- data preparation (pure)
 
 def _ex(i, label, seed_id="", text=None):
@@ -375,7 +394,7 @@ def test_lora_train_via_cli_exports_a_pipeline_loadable_checkpoint(ray_session, 
     assert all(0.0 <= d["score"] <= 1.0 for d in res[0])
     g = GuardClassifier.load(str(out), precision="fp32")  # as transformers.pipeline scores it
     # scored as it was calibrated: one pass of up to score_max_length tokens (head + tail beyond), not windows
-    assert meta["scoring"] == {"long_text": "head_tail", "max_length": 48, "pooling": "cls"}
+    assert meta["scoring"] == {"long_text": "head_tail", "max_length": 48, "pooling": "cls", "normalize": True}
     assert g.threshold == pytest.approx(meta["threshold"]) and g.max_length == 48 and g.long_text == "head_tail"
     scores = {d["label"]: d["score"] for d in res[0]}
     assert g.score(["How do I kill a Python process?"]).unsafe[0] == pytest.approx(scores["unsafe"], abs=1e-5)
@@ -390,6 +409,37 @@ def test_lora_train_via_cli_exports_a_pipeline_loadable_checkpoint(ray_session, 
     check_warm_start(TrainerConfig(model="tiny-encoder", warm_start=str(out), pooling="cls"))
     with pytest.raises(ConfigError, match="trainer.pooling=cls"):  # a retrain must read what it was trained on
         check_warm_start(TrainerConfig(model="tiny-encoder", warm_start=str(out), pooling="mean"))
+
+
+def test_threshold_is_calibrated_on_the_canonical_text_the_checkpoint_scores(ray_session, seeds, tiny_encoder,
+                                                                           tmp_path):
+    """A validation set of disguised texts (leetspeak, letter spacing): the trainer calibrates on their canonical form,
+    as GuardClassifier scores them by default, so the served scores reproduce the stored threshold; the checkpoint
+    says so in "scoring.normalize". Calibrated on raw text, the threshold would fit scores deployment never sees."""
+    from guardray.classifier import GuardClassifier
+    from guardray.core.calibration import choose_threshold
+    from guardray.core.metrics import auprc
+    from guardray.core.normalize import normalize
+    from guardray.core.operators import apply_operator
+    from guardray.trainer import train_classifier
+    exs = _data(seeds, 90)
+    train = exs[:60]
+    val = [apply_operator(e, "leetspeak" if i % 2 else "spacing", seed=i) for i, e in enumerate(exs[60:])]
+    val_texts = [e.text for e in val]
+    assert sum(normalize(t) != t for t in val_texts) >= len(val) // 2  # the disguise is there to undo
+    assert {e.label for e in val} == {"safe", "unsafe"}
+    cfg = TrainerConfig(model="tiny-encoder", lr=3e-3, epochs=1, batch_size=8, max_length=32, precision="fp32")
+    train_classifier(cfg, train, tmp_path / "ckpt", val=val, resources=ResourcesConfig(trainer_cpus_per_worker=1),
+                     progress=False)
+    meta = json.loads((tmp_path / "ckpt" / "guardray.json").read_text())
+    assert meta["scoring"]["normalize"] is True
+    y = np.array([e.label == "unsafe" for e in val], dtype=int)
+    served = GuardClassifier.load(str(tmp_path / "ckpt"), precision="fp32").score(val_texts).unsafe
+    raw = GuardClassifier.load(str(tmp_path / "ckpt"), precision="fp32", normalize=False).score(val_texts).unsafe
+    # the stored validation metrics are those of the served scores (ranking and threshold), not of the raw ones
+    assert auprc(y, served) == pytest.approx(meta["val_metrics"]["val_auprc"], abs=1e-6)
+    assert choose_threshold(y, served, meta["threshold_policy"]) == pytest.approx(meta["threshold"], abs=1e-4)
+    assert auprc(y, raw) != pytest.approx(auprc(y, served), abs=1e-6)  # the canonical form changed the ranking
 
 
 def test_lp_ft_fits_the_head_alone_and_wise_ft_interpolates_the_encoder(seeds, tiny_encoder, tiny_lm):

@@ -2,6 +2,7 @@
 
     thr = choose_threshold(y_true, scores, policy="best_f1")                   # max F1
     thr = choose_threshold(y_true, scores, policy="target_fpr", target_fpr=0.05)  # max recall with FPR <= 5%
+    thr = choose_threshold(y_true, scores, policy="f1_1se")  # the highest threshold within one SE of max F1
 
 A text is called unsafe when `score >= threshold`. Candidate cuts are the distinct scores, so tied scores always
 fall on the same side (a cut can never split a tie). The returned threshold sits halfway between the lowest score
@@ -15,7 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-POLICIES = ("best_f1", "target_fpr")
+POLICIES = ("f1_1se", "best_f1", "target_fpr")
+BOOTSTRAP = 200  # resamples for the standard error of the best F1 (f1_1se)
 
 
 def _cuts(y_true, scores):
@@ -62,6 +64,31 @@ def best_f1_threshold(y_true, scores) -> float:
     return _between(distinct, k)
 
 
+def f1_1se_threshold(y_true, scores, *, resamples: int = BOOTSTRAP, seed: int = 0) -> float:
+    """The one-standard-error rule (Breiman et al. 1984; Hastie et al., ESL 7.10) applied to the threshold: the
+    highest threshold whose validation F1 is within one bootstrap standard error of the best F1.
+
+    The best-F1 cut of a few hundred noisy validation examples is itself noisy, and F1 is flat near its maximum, so
+    `best_f1` often lands on a low threshold that flags many more benign texts for a gain in F1 smaller than its own
+    sampling error. Among the cuts the validation set cannot tell apart from the best, this one flags the fewest.
+    The SE is the standard deviation of the best cut's F1 over `resamples` bootstrap resamples of the examples
+    (seeded: the same inputs give the same threshold). With no positive example, nothing is called unsafe."""
+    distinct, tp, fp, pos, _ = _cuts(y_true, scores)
+    if pos == 0:
+        return above_all(scores)
+    fn = pos - tp
+    f1 = 2 * tp / np.maximum(2 * tp + fp + fn, 1)
+    best = int(np.argmax(f1))
+    y = np.asarray(y_true, dtype=bool).ravel()
+    pred = np.asarray(scores, dtype=np.float64).ravel() >= distinct[best]
+    w = np.random.default_rng(seed).multinomial(y.size, np.full(y.size, 1.0 / y.size), size=resamples)
+    btp, bfp, bfn = w @ (pred & y), w @ (pred & ~y), w @ (~pred & y)
+    se = float(np.std(2 * btp / np.maximum(2 * btp + bfp + bfn, 1), ddof=1)) if resamples > 1 else 0.0
+    # cuts run from the highest threshold down: the first within one SE of the best is the highest such threshold
+    k = int(np.nonzero(f1 >= f1[best] - se - 1e-12)[0][0])
+    return _between(distinct, k)
+
+
 def fpr_threshold(y_true, scores, target_fpr: float) -> float:
     """Lowest threshold whose FPR on (y_true, scores) is <= target_fpr, i.e. maximal recall under that FPR.
 
@@ -79,7 +106,9 @@ def fpr_threshold(y_true, scores, target_fpr: float) -> float:
     return _between(distinct, k)
 
 
-def choose_threshold(y_true, scores, policy: str = "best_f1", target_fpr: float = 0.05) -> float:
+def choose_threshold(y_true, scores, policy: str = "f1_1se", target_fpr: float = 0.05) -> float:
+    if policy == "f1_1se":
+        return f1_1se_threshold(y_true, scores)
     if policy == "best_f1":
         return best_f1_threshold(y_true, scores)
     if policy == "target_fpr":

@@ -169,6 +169,10 @@ class TrainerConfig:
     # mask-weighted mean of the last hidden states (all-MiniLM-L6-v2's sentence embedding). On the demo's validation
     # split (seeds + operator children) the pooler led, 0.910 vs 0.900 AUPRC (benchmarks/pooling.md)
     pooling: Literal["cls", "mean"] = "cls"
+    # canonicalise validation inputs (guardray.core.normalize) as the served checkpoint does before scoring, so the
+    # threshold is calibrated on what deployment scores; recorded in guardray.json "scoring.normalize". Calibrating on
+    # raw text while serving normalized text moved the demo's best-F1 threshold by up to 0.08 (benchmarks/quality.md)
+    normalize: bool = True
     # LP-FT (Kumar et al. 2022): before fine-tuning from the backbone, fit the new head alone for this many epochs on
     # the frozen encoder's features (computed once, so it costs one forward pass), so a random head does not distort
     # the pretrained features in the first steps. 0 = off. With pooling=mean, 3 epochs won the recipe sweep on both
@@ -190,7 +194,11 @@ class TrainerConfig:
     class_weight: Literal["balanced", "none"] = "balanced"
     category_loss_weight: float = rng(0.5, 0.0, 100.0)  # weight of the multi-label category head's loss
     early_stopping_patience: int = rng(2, 0, 1000)  # epochs without val improvement; 0 = off
-    threshold_policy: Literal["best_f1", "target_fpr"] = "best_f1"
+    # how the decision threshold is chosen on the validation split (guardray.core.calibration): "f1_1se" = the
+    # highest threshold within one bootstrap SE of the best F1 (on the demo's splits it flagged 5-6% of the benign
+    # validation texts where best_f1 flagged 9-10%, at a validation F1 0.01 lower, and the bootstrap spread of the
+    # chosen threshold fell from 0.12-0.13 to 0.06-0.11; benchmarks/quality.md); "best_f1"; "target_fpr"
+    threshold_policy: Literal["f1_1se", "best_f1", "target_fpr"] = "f1_1se"
     target_fpr: float = rng(0.05, 0.0, 1.0)  # with threshold_policy=target_fpr
     selection: Literal["all", "random", "s2l"] = "all"  # training-data selection
     selection_budget: int = rng(0, 0, 100_000_000)  # examples kept by random/s2l (0 = all)
