@@ -16,7 +16,9 @@ def test_tune_two_trials_writes_a_loadable_best_config(ray_session, seeds, tiny_
     random.Random(1).shuffle(data)
     s = run_tune(cfg, data[:48], tmp_path / "tune")
     assert len(s["trials"]) == 2 and all(t["error"] is None for t in s["trials"])
-    assert all(1 <= t["epochs_run"] <= 2 and "val_f1" in t["metrics"] for t in s["trials"])
+    m = cfg.tune.metric
+    assert m == "val_auprc"  # threshold-free by default
+    assert all(1 <= t["epochs_run"] <= 2 and m in t["metrics"] and "val_f1" in t["metrics"] for t in s["trials"])
     assert all(t["params"]["lr"] in (3e-3, 1e-5) and t["params"]["lora_r"] in (2, 4) for t in s["trials"])
     best = load_config(s["best_config_path"])  # a config `guardray train --config` accepts
     assert best.trainer.lr == s["best_params"]["lr"] and best.trainer.lora_r == s["best_params"]["lora_r"]
@@ -24,4 +26,4 @@ def test_tune_two_trials_writes_a_loadable_best_config(ray_session, seeds, tiny_
     # the best trial is the best by the metric over what the trials reported
     saved = json.loads((tmp_path / "tune" / "trials.json").read_text())
     assert saved["best_params"] == s["best_params"]
-    assert s["best_metrics"]["val_f1"] >= min(t["metrics"]["val_f1"] for t in s["trials"])
+    assert s["best_metrics"][m] >= min(t["metrics"][m] for t in s["trials"])

@@ -353,7 +353,9 @@ class TuneConfig:
     num_samples: int = rng(4, 1, 100000)  # trials (with grid: repeats of the whole grid)
     grid: bool = False  # every combination of the choices once (grid search) instead of num_samples random draws
     max_concurrent: int = rng(1, 1, 1024)
-    metric: str = "val_f1"
+    # threshold-free, as the trainer's early stopping: trials compare on ranking, and the threshold is calibrated
+    # after (val_f1 rides on each trial's own noisy threshold; benchmarks/recipe.md compared recipes on val AUPRC)
+    metric: str = "val_auprc"
     mode: Literal["max", "min"] = "max"
     lr: tuple[float, ...] = (2e-5, 5e-5, 1e-4)
     epochs: tuple[int, ...] = (2, 3)
