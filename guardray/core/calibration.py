@@ -39,6 +39,11 @@ def _cuts(y_true, scores):
     return s[last], tp[last], fp[last], int(y.sum()), int((~y).sum())
 
 
+def _f1(tp, fp, fn):
+    """F1 of the unsafe class from confusion counts (arrays or scalars); 0 where nothing is flagged or positive."""
+    return 2 * tp / np.maximum(2 * tp + fp + fn, 1)
+
+
 def _between(distinct: np.ndarray, k: int) -> float:
     """Threshold that calls distinct[0..k] unsafe and distinct[k+1..] safe, halfway between them."""
     if k + 1 < distinct.size:
@@ -58,9 +63,7 @@ def best_f1_threshold(y_true, scores) -> float:
     distinct, tp, fp, pos, _ = _cuts(y_true, scores)
     if pos == 0:
         return above_all(scores)
-    fn = pos - tp
-    f1 = 2 * tp / np.maximum(2 * tp + fp + fn, 1)
-    k = int(np.argmax(f1))  # first max = highest threshold among ties (distinct is descending)
+    k = int(np.argmax(_f1(tp, fp, pos - tp)))  # first max = highest threshold among ties (distinct is descending)
     return _between(distinct, k)
 
 
@@ -76,14 +79,12 @@ def f1_1se_threshold(y_true, scores, *, resamples: int = BOOTSTRAP, seed: int = 
     distinct, tp, fp, pos, _ = _cuts(y_true, scores)
     if pos == 0:
         return above_all(scores)
-    fn = pos - tp
-    f1 = 2 * tp / np.maximum(2 * tp + fp + fn, 1)
+    f1 = _f1(tp, fp, pos - tp)
     best = int(np.argmax(f1))
     y = np.asarray(y_true, dtype=bool).ravel()
     pred = np.asarray(scores, dtype=np.float64).ravel() >= distinct[best]
     w = np.random.default_rng(seed).multinomial(y.size, np.full(y.size, 1.0 / y.size), size=resamples)
-    btp, bfp, bfn = w @ (pred & y), w @ (pred & ~y), w @ (~pred & y)
-    se = float(np.std(2 * btp / np.maximum(2 * btp + bfp + bfn, 1), ddof=1)) if resamples > 1 else 0.0
+    se = float(np.std(_f1(w @ (pred & y), w @ (pred & ~y), w @ (~pred & y)), ddof=1)) if resamples > 1 else 0.0
     # cuts run from the highest threshold down: the first within one SE of the best is the highest such threshold
     k = int(np.nonzero(f1 >= f1[best] - se - 1e-12)[0][0])
     return _between(distinct, k)

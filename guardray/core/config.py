@@ -171,7 +171,7 @@ class TrainerConfig:
     pooling: Literal["cls", "mean"] = "cls"
     # canonicalise validation inputs (guardray.core.normalize) as the served checkpoint does before scoring, so the
     # threshold is calibrated on what deployment scores; recorded in guardray.json "scoring.normalize". Calibrating on
-    # raw text while serving normalized text moved the demo's best-F1 threshold by up to 0.08 (benchmarks/quality.md)
+    # raw text while serving normalized text moved an ablation checkpoint's best-F1 threshold by 0.08 (benchmarks/quality.md)
     normalize: bool = True
     # LP-FT (Kumar et al. 2022): before fine-tuning from the backbone, fit the new head alone for this many epochs on
     # the frozen encoder's features (computed once, so it costs one forward pass), so a random head does not distort
