@@ -456,8 +456,11 @@ def test_schemathesis_fuzz_finds_no_server_error(server):
     scripts/serve_reliability.py)."""
     exe = Path(sys.executable).with_name("schemathesis")
     cmd = [str(exe), "run", server + "/openapi.json", "--checks", "not_a_server_error", "--max-examples", "15",
-           "--seed", "7", "-H", f"Authorization: Bearer {KEY}", "--workers", "4", "--no-shrink",
+           "--seed", "7", "-H", f"Authorization: Bearer {KEY}", "--no-shrink",
            "--phases", "examples,coverage,fuzzing", "--request-timeout", "60"]
+    # one worker: with 4 threads, hypothesis' lambda descriptions race in CPython 3.11's ast.parse ("SystemError: AST
+    # constructor recursion depth mismatch" while generating examples, 1 of 3 full runs on 2026-12-06), a runtime
+    # error of the fuzzer, not of the server
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
 
