@@ -20,7 +20,8 @@ Rounds (`curator.rounds`, in that order, each optional):
           keep few). Both fidelity rounds need the labelled seeds (`label_reference`); without them they keep
           everything and say so
   judge   label verification: a trained guardray classifier (`judge_model`) and/or an LLM answering a SAFE/UNSAFE
-          rubric (`judge_llm`); on disagreement keep, relabel or drop (`judge_policy`). With judge=classifier and
+          rubric (`judge_llm`); on disagreement keep, relabel or drop (`judge_policy`); an unsafe child the
+          classifier judge scores less than `judge_confirm` above its threshold is dropped. With judge=classifier and
           no judge_model the round keeps everything and says so in the report. The pipeline resolves
           judge_model=seeds to its seeds-only judge (guardray.pipeline.seeds_judge) before a pool starts
   select  diversity and balance: at most `per_category_max` per category, chosen by k-center on embeddings
@@ -354,12 +355,15 @@ class Curator:
             return shard
         texts = [e.text for e in shard.kept]
         disagree = [False] * len(texts)
+        unconfirmed = [False] * len(texts)
         cats: list[tuple[str, ...]] = [()] * len(texts)
         if use_clf:
             scores, thr = self._classifier_scores(texts)
             for i, e in enumerate(shard.kept):
-                if C.judge_disagrees(e.label, float(scores.unsafe[i]), threshold=thr, margin=self.cfg.judge_margin):
-                    disagree[i] = True
+                verdict = C.judge_verdict(e.label, float(scores.unsafe[i]), threshold=thr,
+                                          margin=self.cfg.judge_margin, confirm=self.cfg.judge_confirm)
+                disagree[i] = verdict == "disagree"
+                unconfirmed[i] = verdict == "unconfirmed"
                 cats[i] = (self._classifier.codes[int(np.argmax(scores.categories[i]))],)
         unclear = 0
         if use_llm:
@@ -370,7 +374,9 @@ class Curator:
                     disagree[i] = True  # with judge=both, either judge disagreeing is a disagreement
         kept, drops, relabelled = [], list(shard.drops), shard.relabelled
         for i, e in enumerate(shard.kept):
-            if not disagree[i] or self.cfg.judge_policy == "keep":
+            if unconfirmed[i] and not disagree[i]:  # too weak to keep as unsafe, too close to call it safe
+                drops.append(C.Drop(e.id, C.category_key(e), "judge:unconfirmed", e.text))
+            elif not disagree[i] or self.cfg.judge_policy == "keep":
                 kept.append(e)
             elif self.cfg.judge_policy == "drop":
                 drops.append(C.Drop(e.id, C.category_key(e), "judge:disagree", e.text))

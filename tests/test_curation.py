@@ -90,6 +90,14 @@ def test_judge_margin():
     assert not C.judge_disagrees("safe", 0.6, threshold=0.5, margin=0.35)
 
 
+def test_judge_confirm_drops_weak_unsafe_only():
+    v = lambda lab, p, conf: C.judge_verdict(lab, p, threshold=0.5, margin=0.0, confirm=conf)  # noqa: E731
+    assert v("unsafe", 0.6, 0.0) == "agree" and v("unsafe", 0.6, 0.2) == "unconfirmed"
+    assert v("unsafe", 0.75, 0.2) == "agree" and v("unsafe", 0.4, 0.2) == "disagree"
+    # a benign child near the threshold is a hard negative: confirmation never applies to the safe label
+    assert v("safe", 0.45, 0.2) == "agree" and v("safe", 0.55, 0.2) == "disagree"
+
+
 def test_k_center_spreads_over_clusters():
     rng = np.random.default_rng(0)
     centers = np.eye(3, dtype=np.float32)

@@ -186,6 +186,19 @@ def test_judge_relabel_and_embedding_dedup(ray_session, seeds, tiny_encoder, tin
     assert all(len(e.categories) == 1 for e in flipped if e.label == "unsafe")
     assert any("llm judge gave no verdict" in n for n in drop["notes"])
 
+    # judge_confirm=1.0: no score is that far above the threshold, so every unsafe child the judge did not overturn
+    # is dropped as unconfirmed (never relabelled); the overturned ones are relabelled as before
+    cfg = CuratorConfig(workers=1, shard_size=8, rounds=("dedup", "judge"), judge="classifier", judge_margin=0.0,
+                        judge_confirm=1.0, judge_policy="relabel", dedup_method="embedding",
+                        embed_model="tiny-encoder", embed_dup_threshold=0.999)
+    with CuratorPool(cfg, res_, reference_texts=[], judge_model="tiny-encoder", progress=False) as pool:
+        strict = pool.curate(cands, stage="t")
+    unsafe_flipped = sum(1 for e in flipped if e.label == "safe")
+    n_unsafe = sum(1 for c in cands[:-1] if c.label == "unsafe")
+    assert 0 < n_unsafe - unsafe_flipped == strict.report["dropped"]["judge:unconfirmed"]
+    assert all("relabelled" in e.tags for e in strict.kept if e.label == "unsafe")
+    assert strict.report["relabelled"] == n_disagree
+
 
 def test_select_seeds_skips_long_seeds_and_stratifies(seeds):
     from guardray.synth import select_seeds

@@ -122,6 +122,10 @@ class CuratorConfig:
     judge_epochs: int = rng(2, 1, 1000)  # judge_model=seeds: epochs of the seeds-only judge (trainer's other settings)
     judge_policy: Literal["keep", "relabel", "drop"] = "drop"  # what to do when the judge disagrees
     judge_margin: float = rng(0.35, 0.0, 1.0)  # disagree only when the judge's score is this far on the other side
+    # an unsafe-labelled child is kept only when the classifier judge scores it at least this far ABOVE its threshold
+    # (else dropped as judge:unconfirmed, never relabelled); 0 = off. SmolLM2-135M's unsafe paraphrases often keep the
+    # topic and lose the harm, and sit just above the judge's threshold (benchmarks/judge_audit.md, "confirm")
+    judge_confirm: float = rng(0.0, 0.0, 1.0)
     # fidelity rounds (guardray.core.fidelity), checked against the labelled seeds, which never saw the child:
     meaning_min: float = rng(0.45, -1.0, 1.0)  # meaning: min MiniLM cosine of a child to its parent seed
     meaning_max: float = rng(0.97, -1.0, 1.0)  # meaning: above this a child is a near-copy of its parent (dropped)

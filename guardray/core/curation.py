@@ -8,7 +8,7 @@ Drop reasons are "<round>:<reason>":
     rules:empty  rules:too_short  rules:too_long  rules:refusal  rules:prompt_echo  rules:meta_text
     rules:wrong_language
     dedup:exact  dedup:near  dedup:reference  dedup:eval_contamination
-    judge:disagree   select:over_cap
+    judge:disagree  judge:unconfirmed   select:over_cap
 """
 from __future__ import annotations
 
@@ -231,6 +231,18 @@ def judge_disagrees(label: str, p_unsafe: float, *, threshold: float, margin: fl
     if label == "unsafe":
         return p_unsafe <= threshold - margin
     return p_unsafe >= threshold + margin
+
+
+def judge_verdict(label: str, p_unsafe: float, *, threshold: float, margin: float, confirm: float = 0.0) -> str:
+    """"disagree" past `margin` on the other side of the threshold (`judge_disagrees`); "unconfirmed" for an unsafe
+    label the judge does not score at least `confirm` above its threshold (a weak generator's rewrite that kept the
+    topic and lost the harm sits just there); "agree" otherwise. Safe labels need no confirmation: a benign child
+    near the threshold is the hard negative the classifier should learn from."""
+    if judge_disagrees(label, p_unsafe, threshold=threshold, margin=margin):
+        return "disagree"
+    if label == "unsafe" and confirm > 0 and p_unsafe < threshold + confirm:
+        return "unconfirmed"
+    return "agree"
 
 
 def k_center(emb: np.ndarray, k: int, centers: np.ndarray | None = None) -> list[int]:
