@@ -186,6 +186,42 @@ rank a child by its topic: they cannot tell a faithful paraphrase from one that 
 """
 
 
+def confirm_table(args, cfg, rows, labels, seeds, roots, seed_emb, x, p_unsafe, thresholds) -> list[str]:
+    """`curator.judge_confirm` on the children the judge round would see: paraphrases meant unsafe that pass the
+    configured meaning band and k-NN label vote (the rounds before the judge in configs/demo.yaml)."""
+    import numpy as np
+    from guardray.core import fidelity as F
+    from guardray.core.curation import judge_verdict
+    c = cfg.curator
+    knn = p_unsafe["k-NN vote over the seeds (the label round)"]
+    idx = []
+    for i, (r, root) in enumerate(zip(rows, roots)):
+        if r["strategy"] != "paraphrase" or r["intended_label"] != "unsafe" or root is None:
+            continue
+        why = F.meaning_reason(float(x[i] @ seed_emb[root]), None, lo=c.meaning_min, hi=c.meaning_max,
+                               length_ratio=len(r["text"]) / max(1, len(seeds[root].text)),
+                               ratio_lo=c.length_ratio_min, ratio_hi=c.length_ratio_max)
+        if why is None and F.label_verdict("unsafe", float(knn[i]), margin=c.label_margin) != "disagree":
+            idx.append(i)
+    right = np.array([labels[rows[i]["id"]] == "unsafe" for i in idx])
+    md = ["", "## `judge_confirm`: unsafe paraphrases that reach the judge round", "",
+          f"The {len(idx)} audited paraphrases meant unsafe that pass configs/demo.yaml's meaning band and k-NN label "
+          f"vote ({int(right.sum())} of them read unsafe by the team). The judge keeps one when it scores it at least "
+          "`judge_confirm` above its threshold (`judge_margin` "
+          f"{args.margin}; 0 = on its side, the earlier rule). Chosen on these team labels only.", "",
+          "| judge | judge_confirm | kept | right kept | wrong kept | accuracy kept | right lost |",
+          "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, thr in thresholds.items():
+        p = p_unsafe[name]
+        for conf in args.confirm:
+            kept = np.array([judge_verdict("unsafe", float(p[i]), threshold=thr, margin=args.margin,
+                                           confirm=conf) == "agree" for i in idx], dtype=bool)
+            md.append(f"| {name.split(' (')[0]} | {conf:.2f} | {kept.sum()} | {(right & kept).sum()} | "
+                      f"{(~right & kept).sum()} | {(right & kept).sum() / max(1, kept.sum()):.2f} | "
+                      f"{(right & ~kept).sum()} |")
+    return md
+
+
 def judges(args) -> int:
     """Label judges side by side on the audited children they would judge (paraphrase and augment: contrastive
     children are exempt from the label round): does a child the judge agrees with carry its label?"""
@@ -220,9 +256,11 @@ def judges(args) -> int:
     keep_rules = {"k-NN vote over the seeds (the label round)":
                   lambda lab, p: F.label_verdict(lab, p, margin=cfg.curator.label_margin) != "disagree",
                   "linear probe on the seeds' embeddings": lambda lab, p: (p >= 0.5) == (lab == "unsafe")}
+    thresholds = {}
     for ck in args.judge:
         clf = GuardClassifier.load(ck)
         name = f"seeds-only classifier {Path(ck).name} (threshold {clf.threshold:.2f}, margin {args.margin})"
+        thresholds[name] = clf.threshold
         p_unsafe[name] = clf.score([r["text"] for r in rows]).unsafe
         keep_rules[name] = (lambda t: lambda lab, p: not judge_disagrees(lab, p, threshold=t, margin=args.margin))(
             clf.threshold)
@@ -252,6 +290,7 @@ def judges(args) -> int:
                           f"{(right & kept).sum()} | {(~right & kept).sum()} | "
                           f"{(right & kept).sum() / max(1, kept.sum()):.2f} | {auc:.3f} |")
     md += ["", READING_JUDGES]
+    md += confirm_table(args, cfg, rows, labels, seeds, roots, seed_emb, x, p_unsafe, thresholds)
     (ROOT / "benchmarks" / "judge_audit.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0
@@ -263,6 +302,8 @@ def main(argv=None) -> int:
     ap.add_argument("--judge", action="append", default=[], help="judges: a seeds-only classifier checkpoint "
                                                                      "(repeatable), e.g. runs/demo/judge")
     ap.add_argument("--margin", type=float, default=0.0, help="judges: the classifier judge's curator.judge_margin")
+    ap.add_argument("--confirm", type=lambda v: [float(x) for x in v.split(",")], default=[0.0, 0.1, 0.2, 0.3],
+                    help="judges: curator.judge_confirm values to compare (comma-separated)")
     ap.add_argument("--demo", default=str(ROOT / "runs" / "demo"))
     ap.add_argument("--n", type=int, default=200, help="kept and dropped candidates to sample (each)")
     args = ap.parse_args(argv)
