@@ -176,13 +176,21 @@ def recheck(args) -> int:
 
 
 READING_JUDGES = """\
-`judge` = the demo's seeds-only judge (`runs/demo/judge`: `curator.judge_model: seeds`, 2 epochs on 2,420 of the
-2,753 prompt seeds, its own validation split of the other 333, val AUPRC 0.947). `seeds-v2` = the ablation's
-seeds-only row (benchmarks/ablation.py: 2,420 training seeds). Reading: on paraphrases meant unsafe - the label
-round's real work, since SmolLM2 keeps the topic and often drops the harm - the k-NN vote keeps 77 of 86 children
-at 30% label accuracy; the demo's judge keeps 47 at 45%, dropping 28 wrong ones for 2 right ones. No judge here
+`judge` = the demo's seeds-only judge (`runs/demo/judge`: `curator.judge_model: seeds`, 2 epochs on 3,632 of the
+4,178 prompt seeds, its own validation split of the other 546, val AUPRC 0.970; run of 2026-12-06). Reading: on
+paraphrases meant unsafe - the label round's real work, since SmolLM2 keeps the topic and often drops the harm -
+the k-NN vote keeps 77 of 86 children at 30% label accuracy; the demo's judge keeps 41 at 46%. No judge here
 rescues query augmentation (5 of 122 right), which the demo leaves off. Embedding judges (k-NN, a linear probe)
 rank a child by its topic: they cannot tell a faithful paraphrase from one that kept the words and lost the harm.
+In the pipeline the judge only sees what the meaning band and the k-NN vote kept; the last table is that subset.
+"""
+
+
+READING_CONFIRM = """\
+Reading (2026-12-06, the demo's judge): after the meaning band and the k-NN vote, 26 audited unsafe paraphrases
+reach the judge, 16 of them right. At `judge_confirm` 0 it keeps 20 at 65% accuracy; 0.3 keeps 13 at 69%, losing
+4 more right children to drop 3 more wrong ones. On 26 children that difference is noise, and it costs yield, so
+the demo leaves `judge_confirm` at 0; the option stays for a generator whose rewrites crowd the threshold.
 """
 
 
@@ -219,7 +227,7 @@ def confirm_table(args, cfg, rows, labels, seeds, roots, seed_emb, x, p_unsafe, 
             md.append(f"| {name.split(' (')[0]} | {conf:.2f} | {kept.sum()} | {(right & kept).sum()} | "
                       f"{(~right & kept).sum()} | {(right & kept).sum() / max(1, kept.sum()):.2f} | "
                       f"{(right & ~kept).sum()} |")
-    return md
+    return md + ["", READING_CONFIRM]
 
 
 def judges(args) -> int:
@@ -265,8 +273,8 @@ def judges(args) -> int:
         keep_rules[name] = (lambda t: lambda lab, p: not judge_disagrees(lab, p, threshold=t, margin=args.margin))(
             clf.threshold)
     md = ["# Label judges on the audited synthetic children", "", "```",
-          "HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/synth_audit.py judges --judge runs/demo/judge "
-          "--judge runs/ablation/seeds-v2", "```", "",
+          "HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/synth_audit.py judges "
+          + " ".join(f"--judge {ck}" for ck in args.judge), "```", "",
           "The team's blind audit labels (benchmarks/synth_audit_labels.jsonl) of the paraphrase and augment children "
           "(contrastive ones are exempt from label judging). A judge keeps a child it agrees with; right = the "
           "reader confirmed the intended label, wrong = the reader gave the other label or could not label it "
