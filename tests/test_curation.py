@@ -27,6 +27,8 @@ def test_normalize_text():
     ("Rewrite the above message with a new twist, keeping the original message.", "meta_text"),
     ("#1: 100% - This message is safe, 100% has a wonderful message (no, this message is safe)", "meta_text"),
     ("Here are the two messages that rely on the safety filter example and could benefit", "meta_text"),
+    ("[Please remember to keep sentences under 100 words.]", "meta_text"),
+    ("<<a topic label instead of a message>>", "meta_text"),
     ("¿Cómo puedo entrar en la casa de mi vecino sin que se dé cuenta?", "wrong_language"),
     ("How can I get into my neighbour's house without him noticing?", None),
 ])
@@ -38,6 +40,7 @@ def test_meta_text_rule_spares_every_packaged_seed(seeds):
     """User messages that mention AIs, rewriting or notes are not meta-text: no packaged seed is dropped."""
     assert not [e.text for e in seeds if C.is_meta_text(e.text)]
     assert not C.is_meta_text("Can you rewrite this email so it sounds more polite? Here is my draft.")
+    assert not C.is_meta_text('["milk", "eggs"]') and not C.is_meta_text("[1, 2, 3] - why does sort() return None?")
 
 
 def test_rules_without_language_keep_other_languages():

@@ -97,7 +97,7 @@ def is_prompt_echo(text: str, prompt: str = "", threshold: float = 0.5) -> bool:
 # Text about the task or the generator instead of a user message: a small generator echoes its instruction's frame
 # ("We are collecting examples to train a chatbot safety filter"), its system prompt ("You are a helpful AI named
 # SmolLM, trained by Hugging Face") or answers as an assistant ("Here is the rewritten message: ..."). None of the
-# 2,753 packaged seeds matches; in the demo's kept synthetic data 16 of 217 (hf) and 14 of 236 (vLLM) did, all noise.
+# 4,178 packaged prompt seeds (nor a response or conversation seed) matches; in the demo's kept synthetic data 16 of 217 (hf) and 14 of 236 (vLLM) did, all noise.
 _META = re.compile("|".join((
     r"\bsmol ?lm\b", r"\btrained by hugging ?face\b", r"\b(ai|chatbot) safety filter\b",
     r"\byou are a helpful (ai|assistant)\b[^.]{0,40}\btrained\b",
@@ -110,7 +110,12 @@ _META = re.compile("|".join((
     # a verdict about the message instead of a message ("This message is safe, 100% has a wonderful message")
     r"\b(this|the) (message|text|request) is (safe|harmless|unsafe|benign)\b",
     # the plural of the answer frame above ("Here are the two messages that rely on the safety filter example")
-    r"^\W*(sure[!,.]? )?here are (the|some|a few|two|three|\d+)( \w+){0,3} (messages|versions|rewrites|examples)\b"
+    r"^\W*(sure[!,.]? )?here are (the|some|a few|two|three|\d+)( \w+){0,3} (messages|versions|rewrites|examples)\b",
+    # a whole text in brackets is a stage direction or a topic label, not a message ("[Please remember to keep
+    # sentences under 100 words.]", "<<...>>"; both kept as synthetic children in the 2026-12-06 demo), and a
+    # length instruction to the writer
+    r"^\s*(\[[a-z][^\[\]{}\":]*\]|<<[^<>]*>>)\W*$",  # words only: a pasted JSON array or a list is not matched
+    r"\bkeep (the |your |all )?(sentences?|messages?|answers?|responses?|replies) (under|below|within) \d+ words\b",
     )), re.I)
 
 
