@@ -97,7 +97,8 @@ def is_prompt_echo(text: str, prompt: str = "", threshold: float = 0.5) -> bool:
 # Text about the task or the generator instead of a user message: a small generator echoes its instruction's frame
 # ("We are collecting examples to train a chatbot safety filter"), its system prompt ("You are a helpful AI named
 # SmolLM, trained by Hugging Face") or answers as an assistant ("Here is the rewritten message: ..."). None of the
-# 4,178 packaged prompt seeds (nor a response or conversation seed) matches; in the demo's kept synthetic data 16 of 217 (hf) and 14 of 236 (vLLM) did, all noise.
+# 4,178 packaged prompt seeds (nor a response or conversation seed) matches; in the demo's kept synthetic data 16
+# of 217 (hf) and 14 of 236 (vLLM) did, all noise.
 _META = re.compile("|".join((
     r"\bsmol ?lm\b", r"\btrained by hugging ?face\b", r"\b(ai|chatbot) safety filter\b",
     r"\byou are a helpful (ai|assistant)\b[^.]{0,40}\btrained\b",
