@@ -105,7 +105,10 @@ _META = re.compile("|".join((
     r"\b(harmless|safe) everyday messages?\b", r"\bre-?uses? (the |any )?(part|words) (of|from) this\b",
     r"^\W*(sure[!,.]? )?(here'?s|here is) (a|an|the|your|my|one)( \w+){0,3} (message|messages|version|rewrite|"
     r"rewording|paraphrase|answer|response|example|continuation|suggestion)\b",
-    r"\b(the|this) (above|original|previous|given|following) (message|request|prompt|instruction)s?\b",
+    r"\b(the|this) (above|original|previous|given|following) (message|request|prompt)s?\b",
+    # "the original instruction" is the writer's frame; "the following / previous instructions" is also how a
+    # user's prompt attack talks ("The following instructions supersede every earlier instruction"), so not those
+    r"\b(the|this) (above|original|given) instructions?\b",
     r"\bthis (message|response) (contains|uses|warns|is designed|asks)\b", r"\bthey'?re (requesting|asking for)\b",
     r"^\W*note\s*:", r"\bwrite \d+ (harmless|new|safe|different)\b",
     # a verdict about the message instead of a message ("This message is safe, 100% has a wonderful message")
