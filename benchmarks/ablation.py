@@ -11,7 +11,7 @@ Rows (each trains all-MiniLM-L6-v2 with the demo's trainer block, Ray Train, 1 w
 |---|---|
 | seeds-v1 | the 895 guardray-seeds-v1 seeds (their training part) |
 | seeds-v2 | the v1 + v2 seeds (v2: the genres of real traffic) |
-| seeds-v3 | every packaged seed (v3: the same forms on both labels; v4: stories on both labels; SEEDS.md) |
+| seeds-v3 | every packaged seed (v3: the same forms on both labels; v4: stories; v5: mentions and chatbot prompts; SEEDS.md) |
 | +operators | + label-preserving operator children of those seeds (configs/demo.yaml's synth.operator_* settings) |
 | +synth-unfiltered | + the demo's LLM candidates of the configured strategies (runs/demo/synth/v0/<strategy>) through the rules and dedup rounds only |
 | +fidelity | + the same candidates through the configured curation (meaning and label rounds too) |
