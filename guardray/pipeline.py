@@ -467,9 +467,15 @@ def run_pipeline(cfg: Config) -> dict:
     # assistant: a reply to a prompt) and multi-turn conversations train as they are
     prompts = single_prompts(seeds)
     attack_pool, eval_pool = split_attack_seeds(prompts, cfg)
+    seen = attackable(prompts, dataclasses.replace(cfg, attack=dataclasses.replace(cfg.attack, max_seed_chars=0)))
+    attack_seeds = {"n": len(attack_pool) + len(eval_pool), "max_chars": cfg.attack.max_seed_chars,
+                    "too_long": len(seen) - len(attack_pool) - len(eval_pool)}
     n_resp = sum(e.role == "assistant" for e in seeds)
     log(f"{len(prompts)} prompt seeds, {n_resp} response seeds, {len(seeds) - len(prompts) - n_resp} "
         f"conversation seeds, {len(extra)} extra examples, eval sets: {[Path(p).name for p in eval_sets] or 'none'}")
+    if attack_seeds["too_long"]:
+        log(f"attacker: {attack_seeds['n']} seeds of up to {cfg.attack.max_seed_chars} characters; "
+            f"{attack_seeds['too_long']} longer ones left out (attack.max_seed_chars)")
 
     stages = Stages()
     with stages("seeds-only judge"):
@@ -491,7 +497,7 @@ def run_pipeline(cfg: Config) -> dict:
         ckpt = state.get(f"train/{r}")
         control = state.get(f"train/{r}-control") or control
     if len(finished) == cfg.attack.rounds:
-        return export(cfg, rounds, ckpt, time.time() - t0, stages.seconds)
+        return export(cfg, rounds, ckpt, time.time() - t0, stages.seconds, attack_seeds)
     train_set = read_many([Path(cfg.run_dir) / "data" / f"train-round-{max(finished)}.parquet"]).examples \
         if finished else train_set
     attack_pool = trainable_seeds(cfg, attack_pool, base_set)
@@ -574,7 +580,7 @@ def run_pipeline(cfg: Config) -> dict:
         log(f"round {r}: ASR {rec['asr_before_retrain']:.2f} -> {rec['asr_after_retrain']:.2f} after retraining, "
             f"{len(curated)} adversarial examples added")
     release(actors)
-    return export(cfg, rounds, ckpt, time.time() - t0, stages.seconds)
+    return export(cfg, rounds, ckpt, time.time() - t0, stages.seconds, attack_seeds)
 
 
 # ---------------------------------------------------------------- helpers of the controller
@@ -623,10 +629,17 @@ def trainable_seeds(cfg: Config, pool: list[Example], round0_set: list[Example])
     return [s for s in pool if (s.seed_id or s.id) not in held]
 
 
+def attackable(seeds: list[Example], cfg: Config) -> list[Example]:
+    """The seeds the attacker rewrites: unsafe ones (and safe ones unless attack.attack_safe is off), up to
+    attack.max_seed_chars characters (0 = any length)."""
+    cap = cfg.attack.max_seed_chars
+    return [s for s in seeds if (s.unsafe or cfg.attack.attack_safe) and (not cap or len(s.text) <= cap)]
+
+
 def split_attack_seeds(seeds: list[Example], cfg: Config) -> tuple[list[Example], list[Example]]:
     """Seeds the policy trains on vs held-out seeds for measuring ASR with fresh attacks (both label-mixed)."""
     rng = random.Random(cfg.run.seed)
-    pool = [s for s in seeds if s.unsafe or cfg.attack.attack_safe]
+    pool = attackable(seeds, cfg)
     rng.shuffle(pool)
     n_eval = min(cfg.attack.eval_attacks, len(pool) // 2)
     return pool[n_eval:], pool[:n_eval]
@@ -657,8 +670,10 @@ def success_samples(rollouts: list[Rollout], rb: RewardBatch, k: int = 5) -> lis
     return out
 
 
-def export(cfg: Config, rounds: list[dict], ckpt: dict, seconds: float, stage_seconds: dict | None = None) -> dict:
-    """report.json, report.md and plots (ASR and F1 by round) in runs/NAME/."""
+def export(cfg: Config, rounds: list[dict], ckpt: dict, seconds: float, stage_seconds: dict | None = None,
+           attack_seeds: dict | None = None) -> dict:
+    """report.json, report.md and plots (ASR and F1 by round) in runs/NAME/. `attack_seeds`: how many seeds the
+    attacker could rewrite, and how many attack.max_seed_chars left out."""
     from guardray.report import write_pipeline_report
     report = {"run": cfg.run.name, "final_checkpoint": ckpt["path"], "threshold": ckpt["threshold"],
               "seconds": round(seconds, 1), "stage_seconds": dict(stage_seconds or {}), "rounds": rounds,
@@ -667,7 +682,8 @@ def export(cfg: Config, rounds: list[dict], ckpt: dict, seconds: float, stage_se
                           "validity": cfg.attack.validity, "validity_model": cfg.attack.validity_model,
                           "curation_judge": cfg.curator.judge_model if cfg.curator.judge != "none" else "",
                           "generator": f"{cfg.generator.model} ({cfg.generator.backend})",
-                          "similarity_tau": cfg.attack.similarity_tau}}
+                          "similarity_tau": cfg.attack.similarity_tau,
+                          "attack_seeds": dict(attack_seeds or {}, max_new_tokens=cfg.ppo.max_new_tokens)}}
     write_pipeline_report(report, Path(cfg.run_dir))
     log(f"done in {seconds / 60:.1f} min: {Path(cfg.run_dir) / 'report.md'}")
     return report

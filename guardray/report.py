@@ -35,6 +35,12 @@ def write_pipeline_report(report: dict, run_dir: Path) -> None:
         judge = ch["validity"] + (f" ({ch['validity_model']})" if ch.get("validity_model") else "")
         md += [f"Validity judge: {judge}; curation judge: {ch.get('curation_judge') or 'none'}; generator: "
                f"{ch.get('generator', '-')}.", ""]
+    seeds = ch.get("attack_seeds") or {}
+    if seeds.get("max_chars"):
+        md += [f"Attacked seeds: {seeds['n']} single-prompt seeds of up to {seeds['max_chars']} characters "
+               f"(`attack.max_seed_chars`); {seeds['too_long']} longer ones left out, since a rewrite is at most "
+               f"{seeds.get('max_new_tokens', '?')} tokens (`ppo.max_new_tokens`) and could not keep their meaning.",
+               ""]
     md += ["## By round", "",
           "| round | train examples | harvested | curated | ASR before | ASR after | val F1 |"
           + "".join(f" F1 {s} |" for s in sets),

@@ -22,9 +22,20 @@ def tiny_run(ray_session, tmp_path_factory):
     ev.write_text("".join(json.dumps({"id": str(i), "text": t, "label": lab, "categories": [], "source": "t"}) + "\n"
                           for i, (t, lab) in enumerate(rows)))
     cfg = load_config(ROOT / "configs" / "tiny.yaml", [f"run.out_dir={out}", f"data.eval_sets=[{ev.parent}]",
-                                                       "synth.max_seeds=8"])
+                                                       "synth.max_seeds=8", "attack.max_seed_chars=400"])
     report = run_pipeline(cfg)
     return cfg, report
+
+
+def test_the_attacker_rewrites_only_seeds_its_budget_can_hold():
+    from guardray.data import load_seeds, single_prompts
+    from guardray.pipeline import split_attack_seeds
+    seeds = single_prompts(load_seeds())
+    capped = split_attack_seeds(seeds, load_config(ROOT / "configs" / "tiny.yaml", ["attack.max_seed_chars=120"]))
+    every = split_attack_seeds(seeds, load_config(ROOT / "configs" / "tiny.yaml", ["attack.max_seed_chars=0"]))
+    assert all(capped) and all(len(s.text) <= 120 for pool in capped for s in pool)
+    assert any(len(s.text) > 120 for pool in every for s in pool)
+    assert sum(map(len, every)) > sum(map(len, capped))
 
 
 def test_two_adversarial_rounds_end_to_end(tiny_run):
@@ -71,6 +82,11 @@ def test_two_adversarial_rounds_end_to_end(tiny_run):
     from guardray.data import single_prompts
     _, eval_pool = split_attack_seeds(single_prompts(load_seeds()), cfg)
     assert len(eval_pool) == cfg.attack.eval_attacks and not {e.id for e in eval_pool} & {e["seed_id"] for e in adv}
+    # only seeds a rewrite can hold are attacked (attack.max_seed_chars), and the report counts the rest
+    text_of = {e.id: e.text for e in load_seeds()}
+    assert adv and all(len(text_of[e["seed_id"]]) <= 400 for e in adv)
+    assert report["choices"]["attack_seeds"]["too_long"] > 0
+    assert "longer ones left out" in (run / "report.md").read_text()
     # operator children of the seeds train beside them
     assert any(e["stage"] == "operator" and e["generator"].startswith("op:") for e in train1)
     # each round's classifier is a loadable checkpoint, evaluated on the configured set

@@ -264,6 +264,10 @@ class AttackConfig:
     validity_model: str = ""
     embedder: str = "minilm"  # sentence embedder for meaning preservation and novelty
     attack_safe: bool = True  # also attack safe seeds (aim: false positives); False = unsafe seeds only
+    # attack only single-prompt seeds up to this many characters (0 = all). A rewrite has ppo.max_new_tokens tokens
+    # (40 = ~160 characters), so a 1,000-character post cannot be rewritten with its meaning kept, and one long seed
+    # pads a whole PPO minibatch to its length; the seeds left out are counted in the report
+    max_seed_chars: int = rng(0, 0, 10_000_000)
     retrain_epochs: int = rng(1, 1, 1000)  # epochs of the warm-started retrain after each round
     # the warm-started retrain continues from a trained checkpoint: a fresh warm-up to the round-0 lr undoes part
     # of it (val AUPRC fell every round at 8e-5). 0 = trainer.lr
