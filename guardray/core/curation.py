@@ -106,6 +106,7 @@ _META = re.compile("|".join((
     r"^\W*(sure[!,.]? )?(here'?s|here is) (a|an|the|your|my|one)( \w+){0,3} (message|messages|version|rewrite|"
     r"rewording|paraphrase|answer|response|example|continuation|suggestion)\b",
     r"\b(the|this) (above|original|previous|given|following) (message|request|prompt)s?\b",
+    r"\b(the|this) message (instructs|asks|tells|wants) (us|you|me)\b",  # the writer describing its input
     # "the original instruction" is the writer's frame; "the following / previous instructions" is also how a
     # user's prompt attack talks ("The following instructions supersede every earlier instruction"), so not those
     r"\b(the|this) (above|original|given) instructions?\b",
