@@ -1,0 +1,137 @@
+"""Does a k-NN vote over the training texts add to the fine-tuned classifier? Chosen on validation, evaluated once.
+
+The guard's errors on the evaluation sets look like bias, not variance (benchmarks/quality.md: soups and ensembles
+of the same data do not transfer better). A k-NN vote in a *frozen* embedding space errs differently from the
+fine-tuned model, so mixing the two is the cheapest "different view" left on CPU. This script:
+
+1. recomputes a run's round-0 validation split (held-out seeds and their children, grouped by seed) and uses the
+   rest of the round-0 training data as the k-NN reference (no validation group is a neighbour);
+2. scores validation with the checkpoint and with the k-NN vote (all-MiniLM-L6-v2 mean embeddings, k nearest,
+   softmax(cosine / T)-weighted unsafe share, as baseline:knn-embed in guardray.evaluate);
+3. mixes them two ways for w in 0.0, 0.1, ..., 1.0 (w = the classifier's weight): `prob` = w * p_clf +
+   (1 - w) * p_knn, and `rank` = the same over each score's empirical CDF on validation (so the two scales match);
+   picks the mix and w with the best validation AUPRC, and its threshold with the checkpoint's own policy
+   (f1_1se by default) on validation;
+4. only then, with `--eval`, scores the evaluation sets once: the checkpoint at its own threshold beside the
+   chosen mix at its validation threshold (F1, FPR, AUPRC).
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/knn_mix.py --run runs/demo --ckpt round-2 \\
+        --eval ../shared/data/openai-moderation ../shared/data/xstest ../shared/data/toxigen-demonstrations \\
+        ../shared/data/ethos
+
+Serving cost of the mix: a second MiniLM-L6 forward per text (the frozen encoder) plus a matrix product against
+the reference embeddings (6,900 x 384 floats for the demo): about twice the classifier's cost.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+WEIGHTS = [round(0.1 * i, 1) for i in range(11)]
+
+
+def knn_vote(query: np.ndarray, ref: np.ndarray, y_ref: np.ndarray, k: int, temperature: float) -> np.ndarray:
+    sims = query @ ref.T
+    top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    s = np.take_along_axis(sims, top, axis=1)
+    w = np.exp((s - s.max(axis=1, keepdims=True)) / temperature)
+    return (w * y_ref[top]).sum(axis=1) / w.sum(axis=1)
+
+
+def ecdf(reference: np.ndarray):
+    """x -> share of the reference scores <= x (fit on validation, applied to any later scores)."""
+    ref = np.sort(reference)
+    return lambda x: np.searchsorted(ref, x, side="right") / len(ref)
+
+
+def mix(kind: str, w: float, p_clf: np.ndarray, p_knn: np.ndarray, cdf_clf, cdf_knn) -> np.ndarray:
+    if kind == "prob":
+        return w * p_clf + (1 - w) * p_knn
+    return w * cdf_clf(p_clf) + (1 - w) * cdf_knn(p_knn)
+
+
+def metrics(y: np.ndarray, p: np.ndarray, thr: float) -> str:
+    from guardray.core.metrics import auprc
+    f = p >= thr
+    tp, fp, fn = int((f & y).sum()), int((f & ~y).sum()), int((~f & y).sum())
+    f1, fpr = 2 * tp / max(1, 2 * tp + fp + fn), fp / max(1, int((~y).sum()))
+    return f"{f1:.3f} / {fpr:.3f} / {auprc(y.astype(int), p):.3f}"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", default="runs/demo", help="a pipeline run folder")
+    ap.add_argument("--ckpt", default="round-2", help="checkpoint name under RUN/classifier")
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--temperature", type=float, default=0.05)
+    ap.add_argument("--eval", nargs="*", default=[], help="evaluation set folders, scored once after the choice")
+    args = ap.parse_args(argv)
+    from val_compare import val_split
+
+    from guardray.classifier import GuardClassifier
+    from guardray.core.calibration import choose_threshold
+    from guardray.core.config import load_config
+    from guardray.core.metrics import auprc
+    from guardray.core.records import read_examples
+    from guardray.core.splits import split_validation
+    from guardray.embed import Embedder
+    from guardray.evaluate import load_eval_set
+
+    run = Path(args.run)
+    cfg = load_config(run / "config.yaml")
+    train, val = split_validation(read_examples(run / "data" / "train-round-0.parquet").examples,
+                                  cfg.data.val_fraction, cfg.run.seed, safe_share=cfg.data.val_safe_share)
+    assert [e.id for e in val] == [e.id for e in val_split(run)]
+    y_ref = np.array([float(e.unsafe) for e in train])
+    y = np.array([e.unsafe for e in val])
+    clf = GuardClassifier.load(str(run / "classifier" / args.ckpt))
+    policy = clf.meta.get("threshold_policy", "f1_1se")
+    target_fpr = clf.meta.get("target_fpr") or 0.05
+    emb = Embedder("minilm")
+    ref = emb.encode([e.text for e in train])
+    val_texts = [e.text for e in val]
+    p_clf = np.asarray(clf.score(val_texts).unsafe, dtype=np.float64)
+    p_knn = knn_vote(emb.encode(val_texts), ref, y_ref, args.k, args.temperature)
+    cdf_clf, cdf_knn = ecdf(p_clf), ecdf(p_knn)
+    print(f"{run} {args.ckpt}: validation {len(val)} ({int(y.sum())} unsafe), k-NN reference {len(train)} "
+          f"({int(y_ref.sum())} unsafe), k={args.k}, T={args.temperature}, threshold policy {policy}\n")
+    print("| mix | " + " | ".join(f"w={w}" for w in WEIGHTS) + " |\n|---|" + "---:|" * len(WEIGHTS))
+    best = (-1.0, "prob", 1.0)
+    for kind in ("prob", "rank"):
+        vals = []
+        for w in WEIGHTS:
+            a = auprc(y.astype(int), mix(kind, w, p_clf, p_knn, cdf_clf, cdf_knn))
+            vals.append(a)
+            best = max(best, (a, kind, w))
+        print(f"| {kind} (validation AUPRC) | " + " | ".join(f"{a:.4f}" for a in vals) + " |")
+    _, kind, w = best
+    p_mix = mix(kind, w, p_clf, p_knn, cdf_clf, cdf_knn)
+    thr = choose_threshold(y.astype(int), p_mix, policy, target_fpr)
+    print(f"\nchosen on validation: {kind} mix, w={w} (AUPRC {best[0]:.4f} vs classifier "
+          f"{auprc(y.astype(int), p_clf):.4f}, k-NN alone {auprc(y.astype(int), p_knn):.4f}); threshold {thr:.3f} "
+          f"({policy})")
+    print(f"validation F1 / FPR / AUPRC: classifier {metrics(y, p_clf, clf.threshold)} at {clf.threshold:.3f}, "
+          f"mix {metrics(y, p_mix, thr)}")
+    if not args.eval:
+        return 0
+    print("\n| set | n | classifier F1 / FPR / AUPRC | mix F1 / FPR / AUPRC |\n|---|---:|---|---|")
+    for path in args.eval:
+        name, ex = load_eval_set(path)
+        texts = [e.text for e in ex]
+        ye = np.array([e.unsafe for e in ex])
+        pc = np.asarray(clf.score(texts).unsafe, dtype=np.float64)
+        pk = knn_vote(emb.encode(texts), ref, y_ref, args.k, args.temperature)
+        pm = mix(kind, w, pc, pk, cdf_clf, cdf_knn)
+        print(f"| {name} | {len(ex)} | {metrics(ye, pc, clf.threshold)} | {metrics(ye, pm, thr)} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
