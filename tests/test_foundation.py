@@ -106,6 +106,18 @@ def test_roundtrip_every_format(tmp_path, name):
     assert back == ex
 
 
+def test_a_guardray_data_folder_reads_and_any_other_folder_is_named(tmp_path):
+    """synth writes runs/NAME/synth/v*/curated/data.parquet (+ manifest.json); that folder is data as it stands."""
+    ex = _examples()
+    folder = tmp_path / "curated"
+    write_examples(ex, folder / "data.parquet")
+    (folder / "manifest.json").write_text("{}")
+    assert read_examples(folder).examples == ex
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="neither data.parquet .* nor a Hugging Face datasets folder"):
+        read_examples(tmp_path / "empty")
+
+
 def test_bad_rows_are_reported_with_file_line_reason(tmp_path):
     f = tmp_path / "bad.jsonl"
     rows = [{"id": "1", "text": "ok text", "label": "safe"},

@@ -290,8 +290,14 @@ def example_from_dict(row: dict, *, strict_categories: bool = True, default_sour
 def _iter_rows(path: Path) -> Iterable[tuple[int, Any]]:
     """Yield (line, row-or-Exception) for every record of a supported file."""
     suffix = path.suffix.lower()
-    if path.is_dir():  # Hugging Face datasets folder (save_to_disk)
+    if path.is_dir() and (path / "data.parquet").is_file():  # a guardray data folder (synth/v*/curated, ...)
+        yield from _iter_rows(path / "data.parquet")
+    elif path.is_dir():  # Hugging Face datasets folder (save_to_disk)
         import datasets
+        if not any((path / f).is_file() for f in ("state.json", "dataset_dict.json")):
+            raise DataError(f"{path}: a folder holding neither data.parquet (a guardray data folder) nor a Hugging "
+                            "Face datasets folder (save_to_disk); pass a .jsonl, .csv or .parquet file, or such a "
+                            "folder")
         ds = datasets.load_from_disk(str(path))
         if isinstance(ds, datasets.DatasetDict):
             raise DataError(f"{path}: a DatasetDict; pass one split's folder")
