@@ -32,17 +32,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 WEIGHTS = [round(0.1 * i, 1) for i in range(11)]
-
-
-def knn_vote(query: np.ndarray, ref: np.ndarray, y_ref: np.ndarray, k: int, temperature: float) -> np.ndarray:
-    sims = query @ ref.T
-    top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-    s = np.take_along_axis(sims, top, axis=1)
-    w = np.exp((s - s.max(axis=1, keepdims=True)) / temperature)
-    return (w * y_ref[top]).sum(axis=1) / w.sum(axis=1)
 
 
 def ecdf(reference: np.ndarray):
@@ -73,8 +64,6 @@ def main(argv=None) -> int:
     ap.add_argument("--temperature", type=float, default=0.05)
     ap.add_argument("--eval", nargs="*", default=[], help="evaluation set folders, scored once after the choice")
     args = ap.parse_args(argv)
-    from val_compare import val_split
-
     from guardray.classifier import GuardClassifier
     from guardray.core.calibration import choose_threshold
     from guardray.core.config import load_config
@@ -82,13 +71,12 @@ def main(argv=None) -> int:
     from guardray.core.records import read_examples
     from guardray.core.splits import split_validation
     from guardray.embed import Embedder
-    from guardray.evaluate import load_eval_set
+    from guardray.evaluate import knn_vote, load_eval_set
 
     run = Path(args.run)
     cfg = load_config(run / "config.yaml")
     train, val = split_validation(read_examples(run / "data" / "train-round-0.parquet").examples,
                                   cfg.data.val_fraction, cfg.run.seed, safe_share=cfg.data.val_safe_share)
-    assert [e.id for e in val] == [e.id for e in val_split(run)]
     y_ref = np.array([float(e.unsafe) for e in train])
     y = np.array([e.unsafe for e in val])
     clf = GuardClassifier.load(str(run / "classifier" / args.ckpt))
@@ -98,7 +86,7 @@ def main(argv=None) -> int:
     ref = emb.encode([e.text for e in train])
     val_texts = [e.text for e in val]
     p_clf = np.asarray(clf.score(val_texts).unsafe, dtype=np.float64)
-    p_knn = knn_vote(emb.encode(val_texts), ref, y_ref, args.k, args.temperature)
+    p_knn = knn_vote(emb.encode(val_texts) @ ref.T, y_ref, args.k, args.temperature)
     cdf_clf, cdf_knn = ecdf(p_clf), ecdf(p_knn)
     print(f"{run} {args.ckpt}: validation {len(val)} ({int(y.sum())} unsafe), k-NN reference {len(train)} "
           f"({int(y_ref.sum())} unsafe), k={args.k}, T={args.temperature}, threshold policy {policy}\n")
@@ -127,7 +115,7 @@ def main(argv=None) -> int:
         texts = [e.text for e in ex]
         ye = np.array([e.unsafe for e in ex])
         pc = np.asarray(clf.score(texts).unsafe, dtype=np.float64)
-        pk = knn_vote(emb.encode(texts), ref, y_ref, args.k, args.temperature)
+        pk = knn_vote(emb.encode(texts) @ ref.T, y_ref, args.k, args.temperature)
         pm = mix(kind, w, pc, pk, cdf_clf, cdf_knn)
         print(f"| {name} | {len(ex)} | {metrics(ye, pc, clf.threshold)} | {metrics(ye, pm, thr)} |", flush=True)
     return 0

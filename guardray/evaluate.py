@@ -147,6 +147,15 @@ class ProfanityScorer:
         return _by_length(self._predict_prob, texts, max(batch_size, 1024), progress, "profanity")
 
 
+def knn_vote(sims: np.ndarray, y: np.ndarray, k: int, temperature: float) -> np.ndarray:
+    """Per row of `sims` (query x reference cosines): the softmax(cos / temperature)-weighted share of unsafe (y=1)
+    among the k most similar references."""
+    top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    s = np.take_along_axis(sims, top, axis=1)
+    w = np.exp((s - s.max(axis=1, keepdims=True)) / temperature)
+    return (w * y[top]).sum(axis=1) / w.sum(axis=1)
+
+
 class KnnEmbedScorer:
     """baseline:knn-embed: score = softmax(cosine / T)-weighted unsafe vote of the k nearest training texts in
     MiniLM space (guardray.embed.Embedder). Threshold: best F1 of leave-one-out scores on the training file."""
@@ -170,10 +179,7 @@ class KnnEmbedScorer:
                             f"(LOO F1 {loo_f1:.3f})")
 
     def _vote(self, sims: np.ndarray) -> np.ndarray:
-        top = np.argpartition(-sims, self.k - 1, axis=1)[:, :self.k]
-        s = np.take_along_axis(sims, top, axis=1)
-        w = np.exp((s - s.max(axis=1, keepdims=True)) / self.temperature)
-        return (w * self.y[top]).sum(axis=1) / w.sum(axis=1)
+        return knn_vote(sims, self.y, self.k, self.temperature)
 
     def score(self, texts: list[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
         def fn(chunk):
