@@ -14,6 +14,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "attack": ("guardray.pipeline", "one adversarial phase: PPO generator vs the current classifier"),
     "run": ("guardray.pipeline", "the whole pipeline: augment, curate, train, adversarial rounds, evaluate"),
     "eval": ("guardray.evaluate", "score a model or baseline on evaluation sets; report + plots"),
+    "calibrate": ("guardray.calibrate", "set a checkpoint's threshold on a labelled sample of your own traffic"),
     "serve": ("guardray.serve", "serve a checkpoint on Ray Serve (/v1/classify, /v1/moderations)"),
 }
 
@@ -21,7 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 def usage() -> str:
     lines = ["usage: guardray <command> [options]   (guardray <command> --help for its options)", "",
              "commands:"]
-    lines += [f"  {k:<8} {h}" for k, (_, h) in SUBCOMMANDS.items()]
+    lines += [f"  {k:<9} {h}" for k, (_, h) in SUBCOMMANDS.items()]
     return "\n".join(lines)
 
 

@@ -1,0 +1,307 @@
+"""`guardray calibrate`: set a checkpoint's decision threshold on a labelled sample of your own traffic.
+
+The threshold a checkpoint carries was calibrated on the team's validation split at training time. Its FPR there
+does not transfer: the demo guard's threshold flags 4% of benign validation texts and 20.5% of openai-moderation's
+benign texts (README). No threshold rule fixes that without labels from the traffic it will guard, so this command
+takes a few hundred labelled messages from the deployment and:
+
+1. reads them (JSONL / CSV / Parquet, rows with `text` and `label`; a bad row is named FILE:LINE, or counted by
+   reason and skipped with `--skip-bad`);
+2. scores them as served (GuardClassifier: the checkpoint's normalisation, long-text scoring and precision;
+   a response row is read with its prompt, as in training);
+3. reports the current threshold on the sample with 95% Wilson intervals for FPR and recall;
+4. estimates what the chosen rule will give on *new* traffic from the same source by cross-fitting: the threshold is
+   chosen on K-1 folds and counted on the held-out fold, over several shuffles, so the estimate is not the
+   optimistic in-sample one;
+5. chooses the threshold on the whole sample (`--policy`: the checkpoint's own rule by default; `target_fpr`
+   needs only benign rows) and, with `--out`, writes a copy of the checkpoint carrying it, with the calibration
+   recorded in guardray.json and the model card; the original folder is never modified;
+6. warns when the sample cannot support the target (an FPR of 1% measured on 100 benign rows is 0 or 1 false
+   positive: its interval runs to 5%).
+
+    guardray calibrate --model runs/demo/classifier/round-2 --data my_traffic.jsonl \\
+        --policy target_fpr --target-fpr 0.05 --out runs/demo/classifier/round-2-my-traffic
+    guardray serve --set serve.model=runs/demo/classifier/round-2-my-traffic
+
+Pure scoring: no Ray, no training. The sample is used to choose a threshold, so it must not be a set you report
+results on afterwards (score a different sample for that).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from guardray.core import metrics as M
+from guardray.core.calibration import POLICIES, choose_threshold
+from guardray.core.records import DataError, Example, now, read_many
+from guardray.errors import UsageError
+
+FOLDS, REPEATS = 5, 5
+META_FILE, CARD_FILE = "guardray.json", "README.md"
+
+
+def rates(y: np.ndarray, s: np.ndarray, threshold: float) -> dict:
+    """Confusion counts, precision / recall / F1 / FPR and 95% Wilson intervals for FPR and recall."""
+    m = M.binary_metrics(y.astype(int), s, threshold)
+    m["fpr_ci"] = M.wilson_interval(m["fp"], m["n_safe"])
+    m["recall_ci"] = M.wilson_interval(m["tp"], m["n_unsafe"])
+    m["threshold"] = float(threshold)
+    return m
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return float(num) / float(den) if den else None
+
+
+def _folds(y: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Fold index per row, stratified by label (each label's rows dealt round-robin after a shuffle)."""
+    fold = np.zeros(len(y), dtype=int)
+    for lab in (False, True):
+        idx = np.nonzero(y == lab)[0]
+        fold[rng.permutation(idx)] = np.arange(len(idx)) % k
+    return fold
+
+
+def cross_fitted(y: np.ndarray, s: np.ndarray, policy: str, target_fpr: float, folds: int = FOLDS,
+                 repeats: int = REPEATS, seed: int = 0) -> dict | None:
+    """Out-of-fold counts of `policy`: for each of `repeats` stratified K-fold shuffles, the threshold is chosen on
+    K-1 folds and applied to the held-out one; counts are pooled over every fold and shuffle (each row is counted
+    once per shuffle), rates and Wilson intervals computed on the pooled counts divided by `repeats`. None when a
+    label the policy needs has fewer than 2 rows (K drops to the smaller label's count otherwise)."""
+    n_unsafe, n_safe = int(y.sum()), int((~y).sum())
+    need = [n_safe] if policy == "target_fpr" and n_unsafe == 0 else [n_safe, n_unsafe]
+    k = min([folds] + need)
+    if k < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    tp = fp = fn = tn = 0
+    thresholds = []
+    for _ in range(repeats):
+        fold = _folds(y, k, rng) if n_unsafe else rng.permutation(len(y)) % k
+        for f in range(k):
+            fit, held = fold != f, fold == f
+            thr = choose_threshold(y[fit].astype(int), s[fit], policy, target_fpr)
+            thresholds.append(thr)
+            pred = s[held] >= thr
+            tp += int((pred & y[held]).sum())
+            fp += int((pred & ~y[held]).sum())
+            fn += int((~pred & y[held]).sum())
+            tn += int((~pred & ~y[held]).sum())
+    # one shuffle counts every row once: divide so intervals reflect the sample size, not repeats x it
+    tp, fp, fn, tn = (c / repeats for c in (tp, fp, fn, tn))
+    return {"folds": k, "repeats": repeats, "tp": tp, "fp": fp, "fn": fn, "tn": tn,
+            "precision": _ratio(tp, tp + fp), "recall": _ratio(tp, tp + fn),
+            "f1": _ratio(2 * tp, 2 * tp + fp + fn), "fpr": _ratio(fp, fp + tn),
+            "fpr_ci": M.wilson_interval(fp, round(fp + tn)), "recall_ci": M.wilson_interval(tp, round(tp + fn)),
+            "threshold_range": [float(min(thresholds)), float(max(thresholds))]}
+
+
+def warnings_for(n_safe: int, n_unsafe: int, policy: str, target_fpr: float) -> list[str]:
+    out = []
+    if policy == "target_fpr" and n_safe * target_fpr < 3:
+        need = int(np.ceil(3 / max(target_fpr, 1e-9)))
+        hi = M.wilson_interval(round(n_safe * target_fpr), n_safe)[1] if n_safe else 1.0
+        out.append(f"{n_safe} benign rows cannot check an FPR of {target_fpr:g}: that is "
+                   f"{n_safe * target_fpr:.1f} false positive(s), and the 95% interval of such an estimate runs to "
+                   f"{hi:.3f}. Label at least {need} benign messages for this target.")
+    if 0 < n_unsafe < 30:
+        out.append(f"only {n_unsafe} unsafe rows: recall and F1 on this sample are rough (see their intervals); "
+                   "100+ unsafe messages give a usable estimate.")
+    if n_unsafe == 0:
+        out.append("no unsafe rows: recall cannot be estimated; only `target_fpr` can be calibrated.")
+    return out
+
+
+def _fmt(m: dict | None) -> str:
+    if m is None:
+        return "n/a | n/a | n/a | n/a"
+    f = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    ci = lambda c: "" if not c else f" [{c[0]:.3f}, {c[1]:.3f}]"  # noqa: E731
+    return f"{f(m['fpr'])}{ci(m['fpr_ci'])} | {f(m['recall'])}{ci(m['recall_ci'])} | {f(m['precision'])} | " \
+           f"{f(m['f1'])}"
+
+
+def report_md(r: dict) -> str:
+    lines = [f"# Threshold calibration: {r['model']}", "",
+             f"Sample: {', '.join(r['data'])} (sha256 {r['sha256'][:12]}): {r['n']} rows, {r['n_unsafe']} unsafe, "
+             f"{r['n_safe']} safe" + (f"; {r['skipped']} bad row(s) skipped: {r['skipped_by_reason']}"
+                                      if r['skipped'] else "") + ".",
+             f"Policy: `{r['policy']}`" + (f" (target FPR {r['target_fpr']:g})" if r['policy'] == 'target_fpr'
+                                           else "") + f". Scored as served ({r['precision']}).", "",
+             "| threshold | value | FPR [95% CI] | recall [95% CI] | precision | F1 |", "|---|---:|---|---|---:|---:|",
+             f"| current (from the checkpoint, {r['previous_policy']}) | {r['previous_threshold']:.4f} | "
+             f"{_fmt(r['current'])} |",
+             f"| new, on this sample (in-sample: optimistic) | {r['threshold']:.4f} | {_fmt(r['in_sample'])} |"]
+    cf = r["cross_fitted"]
+    if cf:
+        lines.append(f"| new, expected on fresh traffic from this source (cross-fitted, {cf['folds']} folds x "
+                     f"{cf['repeats']}; thresholds {cf['threshold_range'][0]:.3f}-{cf['threshold_range'][1]:.3f}) "
+                     f"| - | {_fmt(cf)} |")
+    else:
+        lines.append("| new, cross-fitted | - | n/a: fewer than 2 rows of a label the policy needs | | | |")
+    lines += [""] + [f"**Warning:** {w}" for w in r["warnings"]]
+    if r.get("out"):
+        lines += ["", f"Written: `{r['out']}` (a copy of the checkpoint with threshold {r['threshold']:.4f}; the "
+                      f"original is unchanged)."]
+    return "\n".join(lines) + "\n"
+
+
+def _plot(y: np.ndarray, s: np.ndarray, r: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    bins = np.linspace(0, 1, 41)
+    a.hist(s[~y], bins=bins, alpha=0.6, label=f"safe ({int((~y).sum())})")
+    if y.any():
+        a.hist(s[y], bins=bins, alpha=0.6, label=f"unsafe ({int(y.sum())})")
+    t = np.linspace(0, 1, 201)
+    b.plot(t, [(s[~y] >= x).mean() if (~y).any() else np.nan for x in t], label="FPR")
+    if y.any():
+        b.plot(t, [(s[y] >= x).mean() for x in t], label="recall")
+    for ax in (a, b):
+        ax.axvline(r["previous_threshold"], color="grey", ls="--", label=f"current {r['previous_threshold']:.3f}")
+        ax.axvline(r["threshold"], color="black", label=f"new {r['threshold']:.3f}")
+        ax.set_xlabel("unsafe score")
+        ax.legend(fontsize=8)
+    a.set(ylabel="rows (log scale)", yscale="log", title="scores on the sample")
+    b.set(ylabel="rate", title="FPR and recall by threshold")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _sha256(paths: list[str]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        p = Path(p)
+        for f in sorted(p.rglob("*")) if p.is_dir() else [p]:
+            if f.is_file():
+                h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def _link_or_copy(src, dst):
+    try:
+        os.link(src, dst)  # weights are never written in place: a hard link saves the copy
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def write_checkpoint(src: Path, out: Path, meta: dict, record: dict, card_section: str) -> Path:
+    """A copy of `src` at `out` (weights hard-linked where possible) whose guardray.json carries the new
+    threshold; the model card gets a section on the calibration. Written to a temporary folder, then renamed."""
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    shutil.copytree(src, tmp, copy_function=_link_or_copy, ignore=shutil.ignore_patterns(META_FILE, CARD_FILE))
+    meta = dict(meta, threshold=record["threshold"], threshold_policy=record["policy"],
+                target_fpr=record["target_fpr"] if record["policy"] == "target_fpr" else meta.get("target_fpr"))
+    meta["calibration"] = record
+    meta["calibration_history"] = list(meta.get("calibration_history") or []) + [record]
+    (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+    card = (src / CARD_FILE).read_text() if (src / CARD_FILE).exists() else f"# {src.name}\n"
+    (tmp / CARD_FILE).write_text(card.rstrip() + "\n\n" + card_section)
+    tmp.rename(out)
+    return out
+
+
+def calibrate(model: str, data: list[str], *, policy: str | None = None, target_fpr: float | None = None,
+              out: str | None = None, report_dir: str | None = None, skip_bad: bool = False,
+              folds: int = FOLDS, repeats: int = REPEATS, batch_size: int = 32, precision: str = "auto",
+              plots: bool = True) -> dict:
+    """Calibrate `model`'s threshold on the labelled rows of `data`; returns the report dict (see module doc)."""
+    from guardray.classifier import GuardClassifier, read_meta
+    from guardray.models import resolve
+    src = Path(resolve(model))
+    meta = read_meta(src)
+    policy = policy or meta.get("threshold_policy") or "f1_1se"
+    if policy not in POLICIES:
+        raise UsageError(f"--policy {policy!r}: use one of {', '.join(POLICIES)}")
+    target_fpr = float(target_fpr if target_fpr is not None else meta.get("target_fpr") or 0.05)
+    if not 0.0 < target_fpr < 1.0:
+        raise UsageError(f"--target-fpr {target_fpr}: give a rate in (0, 1), e.g. 0.05 for 5% of benign traffic")
+    if out is not None:
+        out_p = Path(out)
+        if out_p.exists():
+            raise UsageError(f"--out {out} exists; give a new folder (the calibrated copy is written there, the "
+                             "checkpoint itself is never modified)")
+        if not meta:
+            raise UsageError(f"{model} has no {META_FILE}: it is not a guardray checkpoint (train one with "
+                             "`guardray train`), so there is nothing to recalibrate")
+    loaded = read_many(data, skip_bad=skip_bad, strict_categories=False, allow_duplicate_ids=True)
+    ex: list[Example] = loaded.examples
+    y = np.array([e.unsafe for e in ex], dtype=bool)
+    n_unsafe, n_safe = int(y.sum()), int((~y).sum())
+    if n_safe == 0:
+        raise DataError(f"{', '.join(data)}: no safe rows; a threshold is calibrated on benign traffic (FPR) and "
+                        "on harmful traffic (recall): add labelled benign messages")
+    if n_unsafe == 0 and policy != "target_fpr":
+        raise UsageError(f"{', '.join(data)} has no unsafe rows, so `{policy}` (an F1 rule) cannot be calibrated; "
+                         "add labelled unsafe messages or use --policy target_fpr")
+    clf = GuardClassifier.load(str(src), precision=precision)
+    s = np.asarray(clf.score([e.model_text for e in ex], batch_size=batch_size, progress=len(ex) > 500).unsafe,
+                   dtype=np.float64)
+    thr = choose_threshold(y.astype(int), s, policy, target_fpr)
+    r = {"model": str(model), "data": [str(d) for d in data], "sha256": _sha256(data), "n": len(ex),
+         "n_unsafe": n_unsafe, "n_safe": n_safe, "skipped": len(loaded.skipped),
+         "skipped_by_reason": dict(Counter(e.reason.split(":")[0] for e in loaded.skipped)),
+         "policy": policy, "target_fpr": target_fpr, "precision": clf.precision,
+         "previous_threshold": float(clf.threshold),
+         "previous_policy": meta.get("threshold_policy", "default 0.5" if not meta else "unknown"),
+         "threshold": float(thr), "current": rates(y, s, clf.threshold), "in_sample": rates(y, s, thr),
+         "cross_fitted": cross_fitted(y, s, policy, target_fpr, folds, repeats),
+         "warnings": warnings_for(n_safe, n_unsafe, policy, target_fpr), "at": now()}
+    md = report_md(dict(r, out=out))
+    rep = Path(report_dir) if report_dir else (Path(out) if out else None)
+    if out is not None:
+        record = {k: r[k] for k in ("data", "sha256", "n", "n_unsafe", "n_safe", "policy", "target_fpr",
+                                    "threshold", "previous_threshold", "previous_policy", "in_sample",
+                                    "cross_fitted", "at")}
+        write_checkpoint(src, Path(out), meta, record,
+                         "## Recalibrated threshold (`guardray calibrate`)\n\nThe threshold above was replaced; "
+                         "this checkpoint scores with the one below.\n\n" + md.split("\n", 2)[2])
+        r["out"] = str(out)
+    if rep is not None:
+        rep.mkdir(parents=True, exist_ok=True)
+        (rep / "calibration.md").write_text(md)
+        (rep / "calibration.json").write_text(json.dumps(r, indent=2, default=str))
+        if plots:
+            _plot(y, s, r, rep / "calibration.png")
+    return r
+
+
+def cli(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="guardray calibrate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="a guardray checkpoint folder")
+    p.add_argument("--data", nargs="+", required=True,
+                   help="labelled sample(s) of your traffic: JSONL / CSV / Parquet rows with text and label")
+    p.add_argument("--policy", choices=POLICIES, default=None,
+                   help="threshold rule (default: the checkpoint's own, from guardray.json)")
+    p.add_argument("--target-fpr", type=float, default=None,
+                   help="for --policy target_fpr: the benign share you accept flagged (default: the checkpoint's, "
+                        "else 0.05)")
+    p.add_argument("--out", default=None, help="write a calibrated copy of the checkpoint here (a new folder); "
+                                               "without it the command only reports")
+    p.add_argument("--report", default=None, help="folder for calibration.md / .json / .png (default: --out)")
+    p.add_argument("--skip-bad", action="store_true", help="skip (and count) invalid rows instead of failing")
+    p.add_argument("--folds", type=int, default=FOLDS, help="cross-fitting folds (default %(default)s)")
+    p.add_argument("--repeats", type=int, default=REPEATS, help="cross-fitting shuffles (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
+    a = p.parse_args(argv)
+    if a.folds < 2 or a.repeats < 1:
+        raise UsageError("--folds must be >= 2 and --repeats >= 1")
+    r = calibrate(a.model, a.data, policy=a.policy, target_fpr=a.target_fpr, out=a.out, report_dir=a.report,
+                  skip_bad=a.skip_bad, folds=a.folds, repeats=a.repeats, batch_size=a.batch_size,
+                  precision=a.precision)
+    print(report_md(r), end="")
+    return 0

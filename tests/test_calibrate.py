@@ -1,0 +1,133 @@
+"""`guardray calibrate` (guardray.calibrate): a threshold set on a labelled sample of the user's own traffic, a
+calibrated copy of the checkpoint that loads and serves with it, the original untouched, cross-fitted estimates,
+and bad input refused with the field and the fix."""
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from guardray.calibrate import calibrate, cross_fitted, warnings_for
+from guardray.classifier import GuardClassifier
+from guardray.cli import main as guardray_main
+from guardray.core.records import DataError
+from guardray.errors import UsageError
+
+WORDS = ["garden", "invoice", "poem", "weather", "kettle", "router", "violin", "harbour", "pepper", "ladder",
+         "tiger", "candle", "meeting", "bicycle", "glacier", "tax", "puzzle", "orchid", "laptop", "river"]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory, tiny_encoder):
+    """The tiny random encoder as a guardray checkpoint (calibrated threshold 0.5, best_f1)."""
+    d = tmp_path_factory.mktemp("cal") / "ckpt"
+    shutil.copytree(tiny_encoder, d)
+    (d / "guardray.json").write_text(json.dumps({"threshold": 0.5, "threshold_policy": "best_f1"}))
+    (d / "README.md").write_text("# tiny\n")
+    return d
+
+
+@pytest.fixture(scope="module")
+def sample(ckpt, tmp_path_factory):
+    """200 texts labelled by the tiny model's own score ranking (top 40% unsafe) with 10 labels flipped: a sample
+    on which the best thresholds are known to lie inside the score range."""
+    texts = [f"{a} {b} {i}" for i, (a, b) in enumerate((a, b) for a in WORDS for b in WORDS[::2])][:200]
+    s = GuardClassifier.load(str(ckpt), precision="fp32").score(texts).unsafe
+    unsafe = s >= np.quantile(s, 0.6)
+    unsafe[np.random.default_rng(0).choice(len(texts), 10, replace=False)] ^= True
+    rows = [{"id": f"r{i}", "text": t, "label": "unsafe" if u else "safe"} for i, (t, u) in enumerate(zip(texts,
+                                                                                                            unsafe))]
+    path = tmp_path_factory.mktemp("sample") / "traffic.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path, np.asarray(s), unsafe
+
+
+def _digest(folder: Path) -> dict:
+    return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(folder.iterdir()) if f.is_file()}
+
+
+def test_target_fpr_copy_loads_with_the_new_threshold_and_the_original_is_untouched(ckpt, sample, tmp_path):
+    path, s, unsafe = sample
+    before = _digest(ckpt)
+    out = tmp_path / "calibrated"
+    r = calibrate(str(ckpt), [str(path)], policy="target_fpr", target_fpr=0.1, out=str(out), precision="fp32")
+    assert _digest(ckpt) == before  # the checkpoint it started from is never modified
+    assert r["in_sample"]["fpr"] <= 0.1 and r["in_sample"]["recall"] > 0.5
+    assert ((s >= r["threshold"]) & ~unsafe).sum() / (~unsafe).sum() == pytest.approx(r["in_sample"]["fpr"])
+    loaded = GuardClassifier.load(str(out), precision="fp32")
+    assert loaded.threshold == pytest.approx(r["threshold"]) != pytest.approx(0.5)
+    meta = json.loads((out / "guardray.json").read_text())
+    assert meta["threshold_policy"] == "target_fpr" and meta["target_fpr"] == 0.1
+    assert meta["calibration"]["previous_threshold"] == 0.5 and len(meta["calibration_history"]) == 1
+    assert meta["calibration"]["n"] == 200 and meta["calibration"]["sha256"] == r["sha256"]
+    assert "Recalibrated threshold" in (out / "README.md").read_text()
+    assert (out / "model.safetensors").read_bytes() == (ckpt / "model.safetensors").read_bytes()
+    for f in ("calibration.md", "calibration.json", "calibration.png"):
+        assert (out / f).stat().st_size > 0
+    # the scores the copy gives are the original's: only the decision moved
+    np.testing.assert_allclose(loaded.score(["garden poem 3"]).unsafe,
+                               GuardClassifier.load(str(ckpt), precision="fp32").score(["garden poem 3"]).unsafe)
+
+
+def test_default_policy_is_the_checkpoints_own_and_report_only_writes_nothing(ckpt, sample, tmp_path):
+    path, s, unsafe = sample
+    r = calibrate(str(ckpt), [str(path)], precision="fp32")
+    assert r["policy"] == "best_f1" and "out" not in r and not list(tmp_path.iterdir())
+    cuts = np.unique(s)
+    f1 = [2 * ((s >= c) & unsafe).sum() / ((s >= c).sum() + unsafe.sum()) for c in cuts]
+    assert r["in_sample"]["f1"] == pytest.approx(max(f1))
+    cf = r["cross_fitted"]
+    assert cf["tp"] + cf["fn"] == pytest.approx(unsafe.sum())
+    assert cf["fp"] + cf["tn"] == pytest.approx(200 - unsafe.sum())
+    assert cf["f1"] <= r["in_sample"]["f1"] + 1e-9  # out-of-fold is never better than the in-sample optimum here
+
+
+def test_cross_fitting_on_separable_and_on_benign_only_samples():
+    rng = np.random.default_rng(1)
+    y = np.r_[np.ones(60, bool), np.zeros(140, bool)]
+    s = np.where(y, rng.uniform(0.7, 1.0, 200), rng.uniform(0.0, 0.3, 200))
+    cf = cross_fitted(y, s, "f1_1se", 0.05)
+    assert cf["recall"] == 1.0 and cf["fpr"] == 0.0 and cf["folds"] == 5
+    benign = cross_fitted(np.zeros(300, bool), rng.uniform(size=300), "target_fpr", 0.1)
+    assert benign["recall"] is None and 0.0 < benign["fpr"] <= 0.2  # held-out FPR near the target
+    assert cross_fitted(np.r_[True, np.zeros(9, bool)], rng.uniform(size=10), "best_f1", 0.05) is None
+
+
+def test_sample_size_warnings_name_what_to_label():
+    w = warnings_for(100, 200, "target_fpr", 0.01)
+    assert len(w) == 1 and "at least 300 benign" in w[0]
+    assert any("only 12 unsafe" in x for x in warnings_for(1000, 12, "best_f1", 0.05))
+    assert warnings_for(1000, 300, "target_fpr", 0.01) == []
+
+
+def test_bad_input_is_refused_with_the_fix(ckpt, sample, tmp_path, tiny_encoder, capsys):
+    path, _, _ = sample
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(path.read_text() + '{"id": "x1", "text": "hi", "label": "maybe"}\n{"id": "x2", "label": "safe"}\n')
+    with pytest.raises(DataError, match=r"bad.jsonl:201: unknown label 'maybe'"):
+        calibrate(str(ckpt), [str(bad)], precision="fp32")
+    r = calibrate(str(ckpt), [str(bad)], skip_bad=True, precision="fp32")
+    assert r["n"] == 200 and r["skipped"] == 2 and sum(r["skipped_by_reason"].values()) == 2
+    only_unsafe = tmp_path / "u.jsonl"
+    only_unsafe.write_text('{"id": "1", "text": "a", "label": "unsafe"}\n{"id": "2", "text": "b", "label": "unsafe"}\n')
+    with pytest.raises(DataError, match="no safe rows"):
+        calibrate(str(ckpt), [str(only_unsafe)])
+    only_safe = tmp_path / "s.jsonl"
+    only_safe.write_text('{"id": "1", "text": "a", "label": "safe"}\n{"id": "2", "text": "b", "label": "safe"}\n')
+    with pytest.raises(UsageError, match="use --policy target_fpr"):
+        calibrate(str(ckpt), [str(only_safe)], policy="f1_1se")
+    with pytest.raises(UsageError, match="give a new folder"):
+        calibrate(str(ckpt), [str(path)], out=str(tmp_path))
+    with pytest.raises(UsageError, match="not a guardray checkpoint"):
+        calibrate(tiny_encoder, [str(path)], out=str(tmp_path / "new"))
+    with pytest.raises(UsageError, match="--target-fpr 5.0"):
+        calibrate(str(ckpt), [str(path)], policy="target_fpr", target_fpr=5.0)
+    # through the command line: a one-paragraph error and exit code 2, no trace
+    assert guardray_main(["calibrate", "--model", str(ckpt), "--data", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "guardray: error:" in err and "--skip-bad" in err and "Traceback" not in err
+    assert guardray_main(["calibrate", "--model", str(ckpt), "--data", str(path), "--policy", "target_fpr",
+                          "--target-fpr", "0.2", "--precision", "fp32"]) == 0
+    assert "expected on fresh traffic" in capsys.readouterr().out
