@@ -21,6 +21,11 @@ fine-tuned model, so mixing the two is the cheapest "different view" left on CPU
 
 Serving cost of the mix: a second MiniLM-L6 forward per text (the frozen encoder) plus a matrix product against
 the reference embeddings (6,900 x 384 floats for the demo): about twice the classifier's cost.
+
+`--embedder static` replaces the frozen forward by a static distillation of the same MiniLM (as model2vec does:
+each vocabulary token's embedding alone, PCA to 256 dimensions, a text = the IDF-weighted mean of its tokens;
+`StaticEmbedder` below, 16 s to build), which costs a table lookup at serving. model2vec itself was not used: its
+`distill` extra pins transformers < 5.4 against the project's 5.17.
 """
 from __future__ import annotations
 
@@ -34,6 +39,46 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 WEIGHTS = [round(0.1 * i, 1) for i in range(11)]
+
+
+class StaticEmbedder:
+    """Static per-token vectors distilled from a frozen encoder (model2vec's recipe, without its pins)."""
+
+    def __init__(self, name: str = "minilm", dims: int = 256, batch: int = 1024):
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+        from guardray.models import resolve
+        path = resolve(name)
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModel.from_pretrained(path).eval()
+        vocab, cls, sep = self.tokenizer.vocab_size, self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
+        vecs = np.zeros((vocab, model.config.hidden_size), dtype=np.float32)
+        with torch.inference_mode():
+            for s in range(0, vocab, batch):
+                ids = torch.arange(s, min(vocab, s + batch))
+                x = torch.stack([torch.full_like(ids, cls), ids, torch.full_like(ids, sep)], 1)
+                vecs[s:s + len(ids)] = model(input_ids=x, attention_mask=torch.ones_like(x)).last_hidden_state \
+                    .mean(1).numpy()
+        vecs -= vecs.mean(0)
+        vt = np.linalg.svd(vecs, full_matrices=False)[2]
+        self.vecs = (vecs @ vt[:dims].T).astype(np.float32)
+        self.idf = np.ones(vocab, dtype=np.float32)
+
+    def fit_idf(self, texts: list[str]) -> "StaticEmbedder":
+        df = np.zeros(len(self.idf))
+        for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]:
+            df[list(set(ids))] += 1
+        self.idf = (np.log((1 + len(texts)) / (1 + df)) + 1).astype(np.float32)
+        return self
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.vecs.shape[1]), dtype=np.float32)
+        for i, ids in enumerate(self.tokenizer(texts, add_special_tokens=False, truncation=True,
+                                               max_length=512)["input_ids"]):
+            if ids:
+                w = self.idf[ids]
+                out[i] = (self.vecs[ids] * w[:, None]).sum(0) / w.sum()
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
 
 
 def ecdf(reference: np.ndarray):
@@ -62,6 +107,8 @@ def main(argv=None) -> int:
     ap.add_argument("--ckpt", default="round-2", help="checkpoint name under RUN/classifier")
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--temperature", type=float, default=0.05)
+    ap.add_argument("--embedder", choices=["minilm", "static"], default="minilm",
+                    help="the frozen view: MiniLM mean embeddings, or a static distillation of them")
     ap.add_argument("--eval", nargs="*", default=[], help="evaluation set folders, scored once after the choice")
     args = ap.parse_args(argv)
     from guardray.classifier import GuardClassifier
@@ -82,7 +129,7 @@ def main(argv=None) -> int:
     clf = GuardClassifier.load(str(run / "classifier" / args.ckpt))
     policy = clf.meta.get("threshold_policy", "f1_1se")
     target_fpr = clf.meta.get("target_fpr") or 0.05
-    emb = Embedder("minilm")
+    emb = StaticEmbedder().fit_idf([e.text for e in train]) if args.embedder == "static" else Embedder("minilm")
     ref = emb.encode([e.text for e in train])
     val_texts = [e.text for e in val]
     p_clf = np.asarray(clf.score(val_texts).unsafe, dtype=np.float64)
