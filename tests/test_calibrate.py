@@ -131,3 +131,49 @@ def test_bad_input_is_refused_with_the_fix(ckpt, sample, tmp_path, tiny_encoder,
     assert guardray_main(["calibrate", "--model", str(ckpt), "--data", str(path), "--policy", "target_fpr",
                           "--target-fpr", "0.2", "--precision", "fp32"]) == 0
     assert "expected on fresh traffic" in capsys.readouterr().out
+
+
+def test_the_target_fpr_interval_covers_the_true_fpr_whatever_the_score_distribution():
+    """Benign scores uniform on [0, 1] (any continuous distribution maps onto it), so a threshold t has true FPR
+    1 - t: the order-statistic interval around a threshold chosen on 150 benign rows must cover it ~95% of draws."""
+    from guardray.calibrate import order_statistic_interval
+    from guardray.core.calibration import choose_threshold
+    rng = np.random.default_rng(3)
+    hits = 0
+    for _ in range(400):
+        s = rng.uniform(size=150)
+        t = choose_threshold(np.zeros(150, int), s, "target_fpr", 0.05)
+        lo, hi = order_statistic_interval(int((s >= t).sum()), 150)
+        hits += lo <= 1 - t <= hi
+    assert 0.9 <= hits / 400 <= 0.99
+    assert order_statistic_interval(0, 100)[0] == 0.0 and order_statistic_interval(100, 100)[1] == 1.0
+
+
+def test_flag_rate_needs_no_labels_and_caps_the_share_flagged(ckpt, sample, tmp_path):
+    """Logged traffic without labels or ids: the threshold flags at most the asked share of it, the copy records
+    the rule, and recalibrating the copy without --policy keeps it."""
+    path, s, _ = sample
+    logs = tmp_path / "logs.jsonl"
+    logs.write_text("".join(json.dumps({"text": json.loads(x)["text"]}) + "\n"
+                            for x in path.read_text().splitlines()))
+    out = tmp_path / "two-pct"
+    r = calibrate(str(ckpt), [str(logs)], policy="flag_rate", flag_rate=0.02, out=str(out), precision="fp32")
+    assert not r["labelled"] and r["n"] == 200 and r["n_unsafe"] is None
+    assert r["in_sample"]["flagged"] == (s >= r["threshold"]).sum() <= 4 and r["in_sample"]["fpr"] is None
+    assert r["cross_fitted"]["ci_method"].startswith("order statistic") and r["cross_fitted"]["recall"] is None
+    assert any("unlabelled sample" in w for w in r["warnings"])
+    meta = json.loads((out / "guardray.json").read_text())
+    assert meta["threshold_policy"] == "flag_rate" and meta["flag_rate"] == 0.02
+    again = calibrate(str(out), [str(logs)], precision="fp32")
+    assert again["policy"] == "flag_rate" and again["threshold"] == pytest.approx(r["threshold"])
+    assert "unlabelled" in (out / "calibration.md").read_text()
+    # a labelled sample under flag_rate: the share is capped and FPR / recall are reported beside it
+    lab = calibrate(str(ckpt), [str(path)], policy="flag_rate", flag_rate=0.3, precision="fp32")
+    assert lab["labelled"] and lab["in_sample"]["flag_rate"] <= 0.3 and lab["in_sample"]["recall"] is not None
+    with pytest.raises(UsageError, match="needs --flag-rate"):
+        calibrate(str(ckpt), [str(logs)], policy="flag_rate")
+    with pytest.raises(DataError, match=r"logs2.jsonl:2: missing or empty 'text'"):
+        (tmp_path / "logs2.jsonl").write_text('{"text": "hello"}\n{"text": ""}\n')
+        calibrate(str(ckpt), [str(tmp_path / "logs2.jsonl")], policy="flag_rate", flag_rate=0.1)
+    with pytest.raises(DataError, match="no row has a 'label'.*--policy flag_rate"):
+        calibrate(str(ckpt), [str(logs)], policy="target_fpr")  # the labelled rules still need labels
