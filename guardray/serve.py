@@ -69,6 +69,8 @@ APP_NAME = "guardray"
 DEFAULT_MODEL = "default"  # the id of ServeConfig.model
 MODELS_PER_REPLICA = 8  # multiplexed checkpoints kept loaded per replica (LRU beyond that)
 INGRESS_CPUS = 0.1  # the HTTP ingress only validates and forwards; the model replicas get serve_cpus
+# guardray_unsafe_score histogram buckets: fine at both ends, where thresholds sit (a calibrated one is often > 0.9)
+SCORE_BUCKETS = [0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999]
 CATEGORY_FLAG = 0.5  # an OpenAI category is true when the text is flagged and its max-pooled score >= this
 OPENAI_MODEL_PREFIXES = ("omni-moderation", "text-moderation")  # OpenAI model names mean our default model
 MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
@@ -488,6 +490,10 @@ class GuardrailDeployment:
         from ray.serve import metrics
         self.m_texts = metrics.Counter("guardray_texts", description="texts classified",
                                        tag_keys=("model", "label"))
+        # the unsafe-score distribution of live traffic: when it (or the flagged share above) moves away from what
+        # the threshold was calibrated on, recalibrate (`guardray calibrate`)
+        self.m_score = metrics.Histogram("guardray_unsafe_score", description="unsafe score of each text classified",
+                                         boundaries=SCORE_BUCKETS, tag_keys=("model",))
         self.m_retries = metrics.Counter("guardray_retries", description="model calls retried after a lost replica",
                                          tag_keys=("model",))
 
@@ -506,6 +512,7 @@ class GuardrailDeployment:
                 raise ApiError(*r[1:])
         for r in res:
             self.m_texts.inc(1, tags={"model": model_id, "label": "unsafe" if r[0] >= r[2] else "safe"})
+            self.m_score.observe(float(r[0]), tags={"model": model_id})
         if response is not None:
             response.headers["server-timing"] = (
                 f"model;dur={model_ms:.2f}, forward;dur={max(r[4] for r in res):.2f}, "

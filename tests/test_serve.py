@@ -260,6 +260,10 @@ def test_metrics_show_batches_merged_across_requests(server, ray_session):
     assert batches > 0 and single < batches, (batches, single)  # some forward batch held several requests
     assert any('route="/v1/classify"' in ln for ln in series("ray_serve_num_http_requests_total"))
     assert series("ray_guardray_texts_total")
+    # the score histogram a deployment watches for drift: every classified text lands in one bucket
+    scores = [ln for ln in series("ray_guardray_unsafe_score_count") if 'model="solo"' in ln]
+    assert scores and sum(float(ln.rsplit(" ", 1)[1]) for ln in scores) >= 1
+    assert any('le="0.999"' in ln for ln in series("ray_guardray_unsafe_score_bucket"))
 
 
 def test_a_killed_model_replica_costs_no_failed_request(server, ray_session, ckpts):
