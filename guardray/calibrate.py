@@ -5,8 +5,8 @@ does not transfer: the demo guard's threshold flags 4% of benign validation text
 benign texts (README). No threshold rule fixes that without labels from the traffic it will guard, so this command
 takes a few hundred labelled messages from the deployment and:
 
-1. reads them (JSONL / CSV / Parquet, rows with `text` and `label`; a bad row is named FILE:LINE, or counted by
-   reason and skipped with `--skip-bad`);
+1. reads them (JSONL / CSV / Parquet, rows with `text` and `label`; `id` optional, other columns - timestamps, user
+   ids - ignored and named; a bad row is named FILE:LINE, or counted by reason and skipped with `--skip-bad`);
 2. scores them as served (GuardClassifier: the checkpoint's normalisation, long-text scoring and precision;
    a response row is read with its prompt, as in training);
 3. reports the current threshold on the sample with 95% Wilson intervals for FPR and recall;
@@ -44,8 +44,8 @@ import numpy as np
 
 from guardray.core import metrics as M
 from guardray.core.calibration import POLICIES, choose_threshold, fpr_threshold
-from guardray.core.records import DataError, Example, LoadResult, RowError, _iter_rows, example_from_dict, now, \
-    read_many
+from guardray.core.records import _FIELDS, DataError, Example, LoadResult, RowError, _iter_rows, example_from_dict, \
+    now
 from guardray.errors import UsageError
 
 FOLDS, REPEATS = 5, 5
@@ -200,7 +200,8 @@ def report_md(r: dict) -> str:
     lines = [f"# Threshold calibration: {r['model']}", "",
              f"Sample: {', '.join(r['data'])} (sha256 {r['sha256'][:12]}): {r['n']} rows, "
              + (f"{r['n_unsafe']} unsafe, {r['n_safe']} safe" if r["labelled"] else "unlabelled")
-             + (f"; {r['skipped']} bad row(s) skipped: {r['skipped_by_reason']}" if r['skipped'] else "") + ".",
+             + (f"; {r['skipped']} bad row(s) skipped: {r['skipped_by_reason']}" if r['skipped'] else "")
+             + (f"; columns ignored: {', '.join(r['ignored_columns'])}" if r.get("ignored_columns") else "") + ".",
              f"Policy: `{r['policy']}`{goal}. Scored as served ({r['precision']}).", "",
              "| threshold | value | flagged [95% CI] | FPR [95% CI] | recall [95% CI] | precision | F1 |",
              "|---|---:|---|---|---|---:|---:|",
@@ -285,13 +286,15 @@ def write_checkpoint(src: Path, out: Path, meta: dict, record: dict, card_sectio
     return out
 
 
-def read_sample(paths: list[str], *, skip_bad: bool, labels: bool) -> tuple[LoadResult, bool]:
-    """(rows, all labelled?). With `labels`, every row needs a label (read_many's rules). Without (flag_rate), a row
-    may leave out `label` (and `id`: FILE:LINE is used), which a file of logged traffic usually does; rows that do
-    give a label are still checked. Labels count only when every row has one."""
-    if labels:
-        return read_many(paths, skip_bad=skip_bad, strict_categories=False, allow_duplicate_ids=True), True
-    out, errors, unlabelled = LoadResult([], []), [], 0
+def read_sample(paths: list[str], *, skip_bad: bool, policy: str) -> tuple[LoadResult, bool, list[str]]:
+    """(rows, all labelled?, ignored columns). A sample is usually an export of logged traffic, so columns guardray
+    does not know (timestamps, user ids, ...) are ignored and named in the report rather than refused, and a row
+    without `id` gets FILE:LINE. The labelled rules (every policy but flag_rate) need a `label` on every row;
+    flag_rate lets a row leave it out, and labels count only when every row has one. Everything else is checked as
+    for training data."""
+    labels = policy != "flag_rate"
+    allowed = set(_FIELDS) | {"messages"}
+    out, errors, unlabelled, ignored = LoadResult([], []), [], 0, set()
     for p in map(Path, paths):
         if not p.exists():
             raise DataError(f"{p}: no such file or folder")
@@ -299,19 +302,28 @@ def read_sample(paths: list[str], *, skip_bad: bool, labels: bool) -> tuple[Load
             try:
                 if isinstance(row, Exception):
                     raise row
-                if isinstance(row, dict) and row.get("label") in (None, ""):
-                    row, unlabelled = dict(row, label="safe"), unlabelled + 1  # a placeholder, never reported
-                if isinstance(row, dict) and not row.get("id"):
-                    row = dict(row, id=f"{p.name}:{line}")
+                if isinstance(row, dict):
+                    ignored |= set(row) - allowed
+                    row = {k: v for k, v in row.items() if k in allowed}
+                    if row.get("label") in (None, ""):
+                        unlabelled += 1
+                        if labels:
+                            raise ValueError("missing 'label' (safe or unsafe)")
+                        row = dict(row, label="safe")  # a placeholder for flag_rate, never reported
+                    if not row.get("id"):
+                        row = dict(row, id=f"{p.name}:{line}")
                 out.examples.append(example_from_dict(row, strict_categories=False, default_source=p.stem))
             except ValueError as e:
                 errors.append(RowError(str(p), line, str(e)))
+    if labels and unlabelled and unlabelled == len(out.examples) + len(errors):
+        raise DataError(f"{', '.join(paths)}: no row has a 'label'; `{policy}` needs labelled rows (safe / unsafe): "
+                        "label a sample, or use --policy flag_rate --flag-rate X on unlabelled traffic")
     if errors and not skip_bad:
         raise DataError(f"{', '.join(paths)}: {len(errors)} invalid row(s) (pass --skip-bad to skip them)", errors)
     if not out.examples:
-        raise DataError(f"{', '.join(paths)}: no rows")
+        raise DataError(f"{', '.join(paths)}: no valid rows")
     out.skipped = errors
-    return out, unlabelled == 0
+    return out, unlabelled == 0, sorted(ignored)
 
 
 def calibrate(model: str, data: list[str], *, policy: str | None = None, target_fpr: float | None = None,
@@ -342,14 +354,7 @@ def calibrate(model: str, data: list[str], *, policy: str | None = None, target_
         if not meta:
             raise UsageError(f"{model} has no {META_FILE}: it is not a guardray checkpoint (train one with "
                              "`guardray train`), so there is nothing to recalibrate")
-    try:
-        loaded, labelled = read_sample(data, skip_bad=skip_bad, labels=policy != "flag_rate")
-    except DataError as e:
-        if e.errors and all(x.reason.startswith("unknown label None") for x in e.errors):
-            raise DataError(f"{', '.join(data)}: no row has a 'label'; `{policy}` needs labelled rows (safe / "
-                            "unsafe): label a sample, or use --policy flag_rate --flag-rate X on unlabelled "
-                            "traffic") from None
-        raise
+    loaded, labelled, ignored = read_sample(data, skip_bad=skip_bad, policy=policy)
     ex: list[Example] = loaded.examples
     y = np.array([e.unsafe for e in ex], dtype=bool) if labelled else None
     n_unsafe, n_safe = (int(y.sum()), int((~y).sum())) if labelled else (0, len(ex))
@@ -365,7 +370,7 @@ def calibrate(model: str, data: list[str], *, policy: str | None = None, target_
     thr = choose(y if labelled else np.zeros(len(s), dtype=bool), s, policy, target)
     r = {"model": str(model), "data": [str(d) for d in data], "sha256": _sha256(data), "n": len(ex),
          "labelled": labelled, "n_unsafe": n_unsafe if labelled else None, "n_safe": n_safe if labelled else None,
-         "skipped": len(loaded.skipped),
+         "ignored_columns": ignored, "skipped": len(loaded.skipped),
          "skipped_by_reason": dict(Counter(e.reason.split(":")[0] for e in loaded.skipped)),
          "policy": policy, "target_fpr": target_fpr, "flag_rate": float(flag_rate) if flag_rate else None,
          "precision": clf.precision, "previous_threshold": float(clf.threshold),

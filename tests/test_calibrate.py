@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from guardray.calibrate import calibrate, cross_fitted, warnings_for
+from guardray.calibrate import calibrate, cross_fitted, report_md, warnings_for
 from guardray.classifier import GuardClassifier
 from guardray.cli import main as guardray_main
 from guardray.core.records import DataError
@@ -177,3 +177,30 @@ def test_flag_rate_needs_no_labels_and_caps_the_share_flagged(ckpt, sample, tmp_
         calibrate(str(ckpt), [str(tmp_path / "logs2.jsonl")], policy="flag_rate", flag_rate=0.1)
     with pytest.raises(DataError, match="no row has a 'label'.*--policy flag_rate"):
         calibrate(str(ckpt), [str(logs)], policy="target_fpr")  # the labelled rules still need labels
+
+
+def test_a_csv_export_with_extra_columns_is_read_and_the_columns_named(ckpt, sample, tmp_path):
+    """Logged traffic is usually an export: extra columns are ignored (and named), ids are optional; the labelled
+    rules still refuse a row without a label, naming it."""
+    import csv
+    path, _, _ = sample
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    logs, labelled = tmp_path / "logs.csv", tmp_path / "labelled.csv"
+    with logs.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["timestamp", "user_id", "text"])
+        w.writerows([[f"2026-12-07T10:{i % 60:02d}", f"u{i}", r["text"]] for i, r in enumerate(rows)])
+    with labelled.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label", "annotator"])
+        w.writerows([[r["text"], r["label"], "ana"] for r in rows])
+    r = calibrate(str(ckpt), [str(logs)], policy="flag_rate", flag_rate=0.1, precision="fp32")
+    assert r["n"] == 200 and not r["labelled"] and r["ignored_columns"] == ["timestamp", "user_id"]
+    assert "columns ignored: timestamp, user_id" in report_md(r)
+    lab = calibrate(str(ckpt), [str(labelled)], policy="target_fpr", target_fpr=0.1, precision="fp32")
+    assert lab["labelled"] and lab["n_unsafe"] == sum(x["label"] == "unsafe" for x in rows)
+    assert lab["ignored_columns"] == ["annotator"]
+    part = tmp_path / "part.csv"
+    part.write_text('text,label\nhello there,safe\nsome text,\n')
+    with pytest.raises(DataError, match=r"part.csv:3: missing 'label'"):
+        calibrate(str(ckpt), [str(part)], policy="target_fpr")
