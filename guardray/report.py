@@ -74,6 +74,18 @@ def write_pipeline_report(report: dict, run_dir: Path) -> None:
             d = last.get(s) or {}
             md.append(f"| {s} | {d.get('n', '-')} | " + " | ".join(_fmt(d.get(k)) for k in
                       ("f1", "precision", "recall", "fpr", "auprc", "recall_at_1pct_fpr")) + " |")
+    final = report.get("final_checkpoint")
+    if final:
+        val_fpr = (rounds[-1].get("val") or {}).get("val_fpr") if rounds else None
+        seen = [f"{s} {_fmt(((rounds[-1].get('eval') or {}).get(s) or {}).get('fpr'))}" for s in sets]
+        md += ["", "## Before deploying: set the threshold on your traffic", "",
+               f"The threshold ({_fmt(report['threshold'])}) was calibrated on this run's validation split (FPR "
+               f"{_fmt(val_fpr)} there), which is drawn from the same team-written data as the training set: on "
+               "other traffic its FPR differs" + (f" (above: {', '.join(seen)})" if seen else "")
+               + ". Set it on a sample of yours: "
+               f"`guardray calibrate --model {final} --data SAMPLE --policy target_fpr --target-fpr 0.05 --out "
+               f"{final}-calibrated` (labelled rows), or `--policy flag_rate --flag-rate 0.02` (unlabelled logs); "
+               "README, \"Calibrate on your own traffic\"."]
     ctl = [r for r in rounds if r.get("control")]
     if ctl:
         md += ["", "## Treatment vs no-attack control (same warm starts and epochs; the control never sees a "

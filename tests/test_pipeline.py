@@ -100,6 +100,7 @@ def test_two_adversarial_rounds_end_to_end(tiny_run):
     for f in ("report.json", "report.md", "asr_by_round.png", "f1_by_round.png"):
         assert (run / f).exists(), f
     assert "ASR before" in (run / "report.md").read_text()
+    assert f"guardray calibrate --model {report['final_checkpoint']}" in (run / "report.md").read_text()
     # the static suite: the same fixed operator perturbations of the held-out seeds, scored every round against
     # the attacked, the retrained and the control classifier
     for r in rounds[1:]:
