@@ -10,17 +10,21 @@
 Endpoints (OpenAPI schema at /openapi.json):
   POST /v1/classify     {"input": text | [texts], "model"?: id} -> per text: label, unsafe_score, category_scores
                         {"messages": [{"role", "content"}, ...]} -> the last user turn, classified in its context
-                        (the model's policy codes), threshold, model
+                        (the model's policy codes: P(category | unsafe), the category head being trained on
+                        unsafe texts only - which harm a flagged text is; not evidence of harm), threshold, model
                         {"messages": [..., user, assistant], "target": "response"} -> the assistant's reply,
                         classified after the role marker and the turns it answers (guardray.core.records)
   POST /v1/moderations  the OpenAI moderation request/response shape, so `openai.OpenAI(base_url=URL + "/v1")
                         .moderations.create(input=...)` works; category scores are max-pooled onto the OpenAI
                         categories (guardray.core.taxonomy.Policy.moderation_scores), or are the policy's own
-                        codes when it maps none onto them; `flagged` is unsafe_score >= threshold
+                        codes when it maps none onto them, times the unsafe score (the probability that the text
+                        is unsafe *in that category*, as OpenAI clients read them, so a benign text scores ~0
+                        everywhere); `flagged` is unsafe_score >= threshold
   GET  /v1/models       the served model ids
   GET  /healthz         liveness (no auth)
 Metrics: Ray Serve's own (ray_serve_*: requests, latency, errors, replicas, multiplexed models) and ours
-(guardray_texts, guardray_windows, guardray_batch_texts) on every Ray node's Prometheus metrics port.
+(guardray_texts, guardray_unsafe_score, guardray_windows, guardray_batch_texts) on every Ray node's Prometheus
+metrics port.
 
 Two deployments: `GuardrailDeployment`, the light HTTP ingress, and `GuardrailModel`, the model replicas it calls
 through a DeploymentHandle. A request's path: the auth middleware (bearer token, when the env var named by
@@ -109,7 +113,8 @@ class TextResult(BaseModel):
     label: Literal["safe", "unsafe"]
     unsafe_score: float = Field(description="probability that the text is unsafe")
     category_scores: dict[str, float] = Field(description="per category code of the model's policy (built-in: "
-                                              "S1..S14, jailbreak)")
+                                              "S1..S14, jailbreak): P(category | unsafe), which harm the text "
+                                              "would be; read them for flagged texts")
     threshold: float = Field(description="the model's decision threshold: unsafe when unsafe_score >= it")
     model: str
 
@@ -303,10 +308,14 @@ def _current_deployment():
 
 def moderation_result(unsafe: float, scores: dict[str, float], threshold: float) -> ModerationResult:
     """`scores`: per moderation key (the model's Policy.moderation_scores: the OpenAI categories, or the policy's
-    own codes when it maps none onto them)."""
+    own codes when it maps none onto them), each P(category | unsafe): the category head is trained on unsafe texts
+    only. OpenAI clients read a category score as the probability that the text violates that category and often
+    threshold it alone, so the response carries unsafe x P(category | unsafe): "hello there" scored 0.74 for
+    self-harm given unsafe, and ~0.0005 here. A category is true when the text is flagged and its conditional
+    score >= CATEGORY_FLAG."""
     flagged = unsafe >= threshold
     return ModerationResult(
-        flagged=flagged, category_scores=scores,
+        flagged=flagged, category_scores={k: unsafe * v for k, v in scores.items()},
         categories={k: bool(flagged and v >= CATEGORY_FLAG) for k, v in scores.items()},
         category_applied_input_types={k: ["text"] for k in scores})
 

@@ -396,6 +396,11 @@ def test_moderations_with_the_openai_client(server):
     m = oai.moderations.create(input="hello there", model="omni-moderation-latest")  # OpenAI name -> default
     assert m.model == "default" and m.results[0].flagged is False
     assert not any(m.results[0].categories.model_dump().values())
+    # a benign text's category scores are P(unsafe and category): never above its unsafe score, whatever the
+    # category head says given unsafe
+    c = httpx.post(server + "/v1/classify", json={"input": "hello there"}, headers={"Authorization": f"Bearer {KEY}"},
+                   timeout=60).json()["results"][0]
+    assert max(m.results[0].category_scores.model_dump().values()) <= c["unsafe_score"] + 1e-6
     m = oai.moderations.create(input=[{"type": "text", "text": "hello"}])
     assert m.results[0].flagged is False
 
