@@ -33,6 +33,7 @@ results on afterwards (score a different sample for that).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -44,8 +45,7 @@ import numpy as np
 
 from guardray.core import metrics as M
 from guardray.core.calibration import POLICIES, choose_threshold, fpr_threshold
-from guardray.core.records import _FIELDS, DataError, Example, LoadResult, RowError, _iter_rows, example_from_dict, \
-    now
+from guardray.core.records import DataError, Example, LoadResult, now, read_many
 from guardray.errors import UsageError
 
 FOLDS, REPEATS = 5, 5
@@ -291,39 +291,42 @@ def read_sample(paths: list[str], *, skip_bad: bool, policy: str) -> tuple[LoadR
     does not know (timestamps, user ids, ...) are ignored and named in the report rather than refused, and a row
     without `id` gets FILE:LINE. The labelled rules (every policy but flag_rate) need a `label` on every row;
     flag_rate lets a row leave it out, and labels count only when every row has one. Everything else is checked as
-    for training data."""
+    for training data (records.read_examples, with this as its `prepare`)."""
     labels = policy != "flag_rate"
-    allowed = set(_FIELDS) | {"messages"}
-    out, errors, unlabelled, ignored = LoadResult([], []), [], 0, set()
-    for p in map(Path, paths):
-        if not p.exists():
-            raise DataError(f"{p}: no such file or folder")
-        for line, row in _iter_rows(p):
-            try:
-                if isinstance(row, Exception):
-                    raise row
-                if isinstance(row, dict):
-                    ignored |= set(row) - allowed
-                    row = {k: v for k, v in row.items() if k in allowed}
-                    if row.get("label") in (None, ""):
-                        unlabelled += 1
-                        if labels:
-                            raise ValueError("missing 'label' (safe or unsafe)")
-                        row = dict(row, label="safe")  # a placeholder for flag_rate, never reported
-                    if not row.get("id"):
-                        row = dict(row, id=f"{p.name}:{line}")
-                out.examples.append(example_from_dict(row, strict_categories=False, default_source=p.stem))
-            except ValueError as e:
-                errors.append(RowError(str(p), line, str(e)))
-    if labels and unlabelled and unlabelled == len(out.examples) + len(errors):
-        raise DataError(f"{', '.join(paths)}: no row has a 'label'; `{policy}` needs labelled rows (safe / unsafe): "
-                        "label a sample, or use --policy flag_rate --flag-rate X on unlabelled traffic")
-    if errors and not skip_bad:
-        raise DataError(f"{', '.join(paths)}: {len(errors)} invalid row(s) (pass --skip-bad to skip them)", errors)
-    if not out.examples:
+    allowed = {f.name for f in dataclasses.fields(Example)} | {"messages"}
+    seen, ignored = {"rows": 0, "unlabelled": 0}, set()
+
+    def prepare(row, path: Path, line: int):
+        seen["rows"] += 1
+        if not isinstance(row, dict):
+            return row  # example_from_dict names the problem
+        ignored.update(set(row) - allowed)
+        row = {k: v for k, v in row.items() if k in allowed}
+        if row.get("label") in (None, ""):
+            seen["unlabelled"] += 1
+            if labels:
+                raise ValueError("missing 'label' (safe or unsafe)")
+            row["label"] = "safe"  # a placeholder for flag_rate, never reported
+        if not row.get("id"):
+            row["id"] = f"{path.name}:{line}"
+        return row
+
+    def no_labels() -> bool:
+        return labels and seen["rows"] > 0 and seen["unlabelled"] == seen["rows"]
+    hint = (f"{', '.join(paths)}: no row has a 'label'; `{policy}` needs labelled rows (safe / unsafe): label a "
+            "sample, or use --policy flag_rate --flag-rate X on unlabelled traffic")
+    try:
+        loaded = read_many(paths, skip_bad=skip_bad, strict_categories=False, allow_duplicate_ids=True,
+                           prepare=prepare)
+    except DataError:
+        if no_labels():
+            raise DataError(hint) from None
+        raise
+    if no_labels():
+        raise DataError(hint)
+    if not loaded.examples:
         raise DataError(f"{', '.join(paths)}: no valid rows")
-    out.skipped = errors
-    return out, unlabelled == 0, sorted(ignored)
+    return loaded, seen["unlabelled"] == 0, sorted(ignored)
 
 
 def calibrate(model: str, data: list[str], *, policy: str | None = None, target_fpr: float | None = None,

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -335,8 +335,11 @@ def _iter_rows(path: Path) -> Iterable[tuple[int, Any]]:
 
 
 def read_examples(path: str | Path, *, skip_bad: bool = False, strict_categories: bool = True,
-                  allow_duplicate_ids: bool = False, codes: tuple[str, ...] | None = None) -> LoadResult:
-    """Load Examples from a file. Bad rows raise `DataError` (all of them listed) unless ``skip_bad``."""
+                  allow_duplicate_ids: bool = False, codes: tuple[str, ...] | None = None,
+                  prepare: Callable[[Any, Path, int], Any] | None = None) -> LoadResult:
+    """Load Examples from a file. Bad rows raise `DataError` (all of them listed) unless ``skip_bad``.
+    `prepare(row, path, line)`, where given, rewrites each parsed row before it is validated (raise ValueError to
+    reject it): `guardray calibrate` reads exports of logged traffic that way."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
@@ -345,6 +348,8 @@ def read_examples(path: str | Path, *, skip_bad: bool = False, strict_categories
         try:
             if isinstance(row, Exception):
                 raise row
+            if prepare is not None:
+                row = prepare(row, path, line)
             ex = example_from_dict(row, strict_categories=strict_categories, default_source=path.stem, codes=codes)
             if not allow_duplicate_ids and ex.id in seen:
                 raise ValueError(f"duplicate id {ex.id!r}")
