@@ -23,8 +23,11 @@ def build_model(cfg: TrainerConfig, seed: int = 0, label_names=LABEL_NAMES):
     from guardray.classifier import load_backbone
     from guardray.models import resolve
     torch.manual_seed(seed)  # the new head's init is the same on every worker (DDP also broadcasts rank 0's)
+    # fp32 master weights whatever dtype the folder stores (SmolLM2's cache and most decoder releases are bf16, and
+    # transformers keeps a folder's dtype): bf16 compute is autocast's job (trainer.precision); AdamW on bf16
+    # weights loses small updates, and a bf16 head met fp32 LP-FT features with a dtype error
     model, tok = load_backbone(resolve(cfg.warm_start or cfg.model), pooling=cfg.pooling,
-                               label_names=tuple(label_names))
+                               label_names=tuple(label_names), dtype=torch.float32)
     if cfg.method == "lora":
         from peft import LoraConfig, TaskType, get_peft_model
         from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as known

@@ -485,6 +485,31 @@ def test_lp_ft_fits_the_head_alone_and_wise_ft_interpolates_the_encoder(seeds, t
     assert all(torch.equal(v, ft[k]) for k, v in a.base_model.state_dict().items())
 
 
+def test_a_bf16_backbone_trains_on_fp32_weights_with_lora_and_lp_ft(seeds, tiny_encoder, tmp_path):
+    """A backbone folder stored in bf16 (as SmolLM2's cache and most decoder releases are) is trained on fp32
+    weights, LoRA adapters and head included, and LP-FT's head-alone epochs run on it (a bf16 head met fp32
+    features with a dtype error; AdamW on bf16 weights drops small updates)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from guardray.core.splits import example_rows, pos_weight
+    from guardray.train_steps import build_model, encode, fit_head
+    folder = tmp_path / "bf16-backbone"
+    AutoModelForSequenceClassification.from_pretrained(tiny_encoder).to(torch.bfloat16).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_encoder).save_pretrained(folder)
+    assert AutoModelForSequenceClassification.from_pretrained(folder).dtype == torch.bfloat16  # kept as stored
+    rows = example_rows(_data(seeds, 40))
+    for method in ("full", "lora"):
+        model, tok = build_model(TrainerConfig(model=str(folder), method=method, lora_r=4, pooling="mean",
+                                               max_length=32), seed=0)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        assert trainable and all(p.dtype == torch.float32 for p in model.parameters()), method
+        head = [p.detach().clone() for n, p in model.named_parameters() if "classifier" in n and p.requires_grad]
+        loss = fit_head(model, tok, encode(tok, rows, 32), rows, epochs=2, lr=1e-2, seed=0, batch_size=16,
+                        pos_weight=pos_weight(_data(seeds, 40), "balanced"), category_weight=0.5)
+        after = [p for n, p in model.named_parameters() if "classifier" in n and p.requires_grad]
+        assert loss > 0 and head and not all(torch.equal(a, b) for a, b in zip(head, after)), method
+
+
 def test_wise_alpha_zero_exports_the_backbone_encoder_with_the_trained_head(ray_session, seeds, tiny_encoder,
                                                                             tmp_path):
     """Through Ray Train: head_epochs fits the head first, wise_alpha=0 validates and exports the backbone's own
