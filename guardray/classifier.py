@@ -182,6 +182,7 @@ class GuardClassifier:
                  normalize: bool = True, precision: str = "auto"):
         if long_text not in ("head_tail", "windows_max"):
             raise ValueError(f"long_text: {long_text!r}; use head_tail or windows_max")
+        import torch
         from guardray.precision import resolve
         # bf16 where the device computes it natively ("auto"), else fp32; scores are fp32 either way
         self.precision = resolve(precision, device)
@@ -190,8 +191,11 @@ class GuardClassifier:
             # scoring only, so the weights themselves go bf16 (the model is cast in place): autocast would re-cast
             # the fp32 weights on every call, which cost a lone short text 10 ms against 6 ms in fp32, where bf16
             # weights take 6 ms; on moderation-length texts 3x fp32's texts/s (benchmarks/precision.md)
-            import torch
             self.model = self.model.to(torch.bfloat16)
+        elif any(p.is_floating_point() and p.dtype != torch.float32 for p in self.model.parameters()):
+            # fp32 is fp32 for a folder stored in bf16/fp16 too (transformers keeps the stored dtype): as calibrated,
+            # and not emulated bf16 on a CPU without it. A dynamically quantised model keeps fp32 parameters: untouched
+            self.model = self.model.float()
         self.tokenizer = tokenizer
         self.threshold = float(threshold)
         self.name = name

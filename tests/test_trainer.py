@@ -508,6 +508,12 @@ def test_a_bf16_backbone_trains_on_fp32_weights_with_lora_and_lp_ft(seeds, tiny_
                         pos_weight=pos_weight(_data(seeds, 40), "balanced"), category_weight=0.5)
         after = [p for n, p in model.named_parameters() if "classifier" in n and p.requires_grad]
         assert loss > 0 and head and not all(torch.equal(a, b) for a, b in zip(head, after)), method
+    from guardray.classifier import GuardClassifier, load_backbone
+    stored, tok = load_backbone(str(folder), pooling="mean")
+    assert stored.dtype == torch.bfloat16
+    fp32 = GuardClassifier(stored, tok, precision="fp32")  # scoring: fp32 means fp32 whatever the folder stores
+    assert all(p.dtype == torch.float32 for p in fp32.model.parameters())
+    assert fp32.score(["hello there", "a second text"]).unsafe.shape == (2,)
 
 
 def test_wise_alpha_zero_exports_the_backbone_encoder_with_the_trained_head(ray_session, seeds, tiny_encoder,
