@@ -83,12 +83,9 @@ def cached(out: Path, key: str, name: str, layers: list[int], texts: list[str], 
 
 
 def metrics(y: np.ndarray, p: np.ndarray, thr: float) -> str:
-    from guardray.core.metrics import auprc
-    pred = p >= thr
-    tp, fp = int((pred & (y == 1)).sum()), int((pred & (y == 0)).sum())
-    fn = int((~pred & (y == 1)).sum())
-    f1 = 2 * tp / max(1, 2 * tp + fp + fn)
-    return f"{f1:.3f} / {fp / max(1, int((y == 0).sum())):.3f} / {auprc(y.astype(int), p):.3f}"
+    from guardray.core.metrics import auprc, binary_metrics
+    m = binary_metrics(y, p, thr)
+    return f"{m['f1'] or 0.0:.3f} / {m['fpr'] or 0.0:.3f} / {auprc(y, p):.3f}"
 
 
 def main(argv=None) -> int:
