@@ -72,11 +72,12 @@ def embed(name: str, layers: list[int], texts: list[str], max_length: int, batch
 
 
 def cached(out: Path, key: str, name: str, layers: list[int], texts: list[str], max_length: int) -> np.ndarray:
-    f = out / f"{key}-{name}-{max_length}.npy"
+    """embed(), stored under `out` keyed by the texts themselves, so another run's features are never reused."""
+    import hashlib
+    digest = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
+    f = out / f"{key}-{name}-{max_length}-{digest}.npy"
     if f.exists():
-        x = np.load(f)
-        if x.shape[1] == len(texts):
-            return x
+        return np.load(f)
     x = embed(name, layers, texts, max_length)
     np.save(f, x)
     return x
