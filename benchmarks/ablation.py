@@ -18,6 +18,11 @@ Rows (each trains all-MiniLM-L6-v2 with the demo's trainer block, Ray Train, 1 w
 | +adversarial | the demo's final checkpoint (round-0 data of +fidelity, then the adversarial rounds; its own split) |
 | random-B / s2l-B | `--selection`: B examples of the +fidelity pool drawn at random / by S2L (B = half the pool) |
 
+A candidate seed part is measured before it is packaged by adding it to every row: `--extra-seeds
+benchmarks/seed_parts/<part>.jsonl --only +operators --demo /nonexistent --out runs/abl-<part>-s<N>` beside the same
+command without it, at run seeds 0-2 (`--config` with `run: {name: demo, seed: N}`); a run with `--out` elsewhere
+or extra seeds writes its table to <out>/ablation.md and leaves benchmarks/quality.md alone.
+
 Validation protocol, identical for every row but +adversarial: the seeds are split once (grouped by root seed,
 15%, a benign majority of at least 60%); the validation set is those seeds plus their operator children (what
 deployment sees: framings, noise, padding), and no child of a validation seed is trained on. Early stopping and the calibrated
@@ -46,7 +51,7 @@ def build_rows(args, cfg):
     from guardray.data import SEEDS_PATH, load_seeds
     from guardray.trainer import split_validation
 
-    seeds = load_seeds([SEEDS_PATH])  # the prompt seeds
+    seeds = load_seeds([SEEDS_PATH, *args.extra_seeds])  # the prompt seeds (+ a candidate part, --extra-seeds)
     train_seeds, val_seeds = split_validation(seeds, cfg.data.val_fraction, seed=cfg.run.seed,
                                               safe_share=cfg.data.val_safe_share)
     s = cfg.synth
@@ -107,6 +112,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-eval", action="store_true")
     ap.add_argument("--davidson-rows", type=int, default=5000,
                     help="score davidson-hate-offensive on a fixed stratified sample of this many rows (0 = all)")
+    ap.add_argument("--extra-seeds", nargs="*", default=[], metavar="JSONL",
+                    help="seed files added to the packaged seeds for every row: a candidate part measured before it "
+                         "is packaged (e.g. benchmarks/seed_parts/v6-figurative.jsonl)")
     ap.add_argument("--tune-data", action="store_true",
                     help="only write runs/tune-data/seeds+operators.jsonl (the recipe search's data) and exit")
     args = ap.parse_args(argv)
@@ -120,7 +128,7 @@ def main(argv=None) -> int:
     if args.tune_data:
         from guardray.core.operators import apply_operators
         from guardray.data import SEEDS_PATH, load_seeds
-        seeds = load_seeds([SEEDS_PATH])  # the prompt seeds
+        seeds = load_seeds([SEEDS_PATH, *args.extra_seeds])  # the prompt seeds (+ --extra-seeds)
         rnd = random.Random(f"{cfg.run.seed}:operate")  # the pipeline's `operate` draw
         picked = [e for e in seeds if rnd.random() < cfg.synth.operator_fraction]
         kids = apply_operators(picked, ops=cfg.synth.operators, per_example=cfg.synth.operator_per_seed,
@@ -188,7 +196,9 @@ def main(argv=None) -> int:
         print(f"[ablation] scoring {k} on {len(sets)} sets", flush=True)
         reports[k] = evaluate(done[k]["path"], sets, rdir, plots=False, progress=False)
         stamp.write_text(digest)
-    append_table(order, done, facts, reports, args.davidson_rows)
+    # the file's table is the default run's; a side run (--out elsewhere, --extra-seeds) writes its own copy
+    side = Path(args.out).resolve() != (ROOT / "runs" / "ablation").resolve() or args.extra_seeds
+    append_table(order, done, facts, reports, args.davidson_rows, out / "ablation.md" if side else None)
     return 0
 
 
@@ -213,8 +223,9 @@ def eval_sets(out: Path, davidson_rows: int) -> list[str]:
     return [str(dst) if s == big else s for s in sets]
 
 
-def append_table(order, done, facts, reports, davidson_rows) -> None:
-    """Write (or replace) the "Ablation" section at the end of benchmarks/quality.md; the rest stays as it is."""
+def append_table(order, done, facts, reports, davidson_rows, dest: Path | None = None) -> None:
+    """Write (or replace) the "Ablation" section at the end of benchmarks/quality.md (the rest stays as it is), or
+    write the section alone to `dest`."""
     md = ROOT / "benchmarks" / "quality.md"
     sets = sorted(next(iter(reports.values()))["datasets"])
     head = "| row | n train | threshold | val F1 / FPR | " + " | ".join(f"{s} F1 / FPR / AUPRC" for s in sets) + " |"
@@ -242,6 +253,10 @@ def append_table(order, done, facts, reports, davidson_rows) -> None:
         k = k + (" (demo)" if d.get("note") else "")
         lines.append(f"| {k} | {d.get('n_train', '-')} | {rep['threshold']:.3f} | {val} | " + " | ".join(cells)
                      + " |")
+    if dest is not None:
+        dest.write_text("\n".join(lines).lstrip("\n") + "\n")
+        print(f"[ablation] wrote the table to {dest} (benchmarks/quality.md keeps the default run's)")
+        return
     text = md.read_text()
     text = text.split("\n## Ablation (benchmarks/ablation.py)")[0].rstrip("\n") + "\n" + "\n".join(lines) + "\n"
     md.write_text(text)

@@ -22,6 +22,12 @@ fine-tuned model, so mixing the two is the cheapest "different view" left on CPU
 Serving cost of the mix: a second MiniLM-L6 forward per text (the frozen encoder) plus a matrix product against
 the reference embeddings (6,900 x 384 floats for the demo): about twice the classifier's cost.
 
+`--view profanity` mixes in alt-profanity-check instead of the k-NN vote (the `baselines` extra: a linear SVM on
+TF-IDF n-grams trained upstream on human-labelled toxic comments, among them the Davidson tweets, so a davidson score
+of the mix would be contaminated): the one offline view trained on real comments rather than on our seeds, and the
+strongest single scorer on openai-moderation in the baseline table (AUPRC 0.737). No reference set; the same choice
+on validation, the same single evaluation.
+
 `--embedder static` replaces the frozen forward by a static distillation of the same MiniLM (as model2vec does:
 each vocabulary token's embedding alone, PCA to 256 dimensions, a text = the IDF-weighted mean of its tokens;
 `StaticEmbedder` below, 16 s to build), which costs a table lookup at serving. model2vec itself was not used: its
@@ -109,6 +115,9 @@ def main(argv=None) -> int:
     ap.add_argument("--temperature", type=float, default=0.05)
     ap.add_argument("--embedder", choices=["minilm", "static"], default="minilm",
                     help="the frozen view: MiniLM mean embeddings, or a static distillation of them")
+    ap.add_argument("--view", choices=["knn", "profanity"], default="knn",
+                    help="the second view: the k-NN vote (default), or alt-profanity-check's linear model, trained "
+                         "upstream on human-labelled comments (the `baselines` extra; see the module docstring)")
     ap.add_argument("--eval", nargs="*", default=[], help="evaluation set folders, scored once after the choice")
     args = ap.parse_args(argv)
     from guardray.classifier import GuardClassifier
@@ -129,14 +138,23 @@ def main(argv=None) -> int:
     clf = GuardClassifier.load(str(run / "classifier" / args.ckpt))
     policy = clf.meta.get("threshold_policy", "f1_1se")
     target_fpr = clf.meta.get("target_fpr") or 0.05
-    emb = StaticEmbedder().fit_idf([e.text for e in train]) if args.embedder == "static" else Embedder("minilm")
-    ref = emb.encode([e.text for e in train])
+    if args.view == "profanity":
+        from profanity_check import predict_prob
+
+        def view(texts):
+            return np.asarray(predict_prob(texts), dtype=np.float64)
+    else:
+        emb = StaticEmbedder().fit_idf([e.text for e in train]) if args.embedder == "static" else Embedder("minilm")
+        ref = emb.encode([e.text for e in train])
+
+        def view(texts):
+            return knn_vote(emb.encode(texts) @ ref.T, y_ref, args.k, args.temperature)
     val_texts = [e.text for e in val]
     p_clf = np.asarray(clf.score(val_texts).unsafe, dtype=np.float64)
-    p_knn = knn_vote(emb.encode(val_texts) @ ref.T, y_ref, args.k, args.temperature)
+    p_knn = view(val_texts)
     cdf_clf, cdf_knn = ecdf(p_clf), ecdf(p_knn)
-    print(f"{run} {args.ckpt}: validation {len(val)} ({int(y.sum())} unsafe), k-NN reference {len(train)} "
-          f"({int(y_ref.sum())} unsafe), k={args.k}, T={args.temperature}, threshold policy {policy}\n")
+    print(f"{run} {args.ckpt}: validation {len(val)} ({int(y.sum())} unsafe), view {args.view} (k-NN reference "
+          f"{len(train)}, {int(y_ref.sum())} unsafe, k={args.k}, T={args.temperature}), threshold policy {policy}\n")
     print("| mix | " + " | ".join(f"w={w}" for w in WEIGHTS) + " |\n|---|" + "---:|" * len(WEIGHTS))
     best = (-1.0, "prob", 1.0)
     for kind in ("prob", "rank"):
@@ -150,7 +168,8 @@ def main(argv=None) -> int:
     p_mix = mix(kind, w, p_clf, p_knn, cdf_clf, cdf_knn)
     thr = choose_threshold(y.astype(int), p_mix, policy, target_fpr)
     print(f"\nchosen on validation: {kind} mix, w={w} (AUPRC {best[0]:.4f} vs classifier "
-          f"{auprc(y.astype(int), p_clf):.4f}, k-NN alone {auprc(y.astype(int), p_knn):.4f}); threshold {thr:.3f} "
+          f"{auprc(y.astype(int), p_clf):.4f}, {args.view} alone {auprc(y.astype(int), p_knn):.4f}); "
+          f"threshold {thr:.3f} "
           f"({policy})")
     print(f"validation F1 / FPR / AUPRC: classifier {metrics(y, p_clf, clf.threshold)} at {clf.threshold:.3f}, "
           f"mix {metrics(y, p_mix, thr)}")
@@ -162,7 +181,7 @@ def main(argv=None) -> int:
         texts = [e.text for e in ex]
         ye = np.array([e.unsafe for e in ex])
         pc = np.asarray(clf.score(texts).unsafe, dtype=np.float64)
-        pk = knn_vote(emb.encode(texts) @ ref.T, y_ref, args.k, args.temperature)
+        pk = view(texts)
         pm = mix(kind, w, pc, pk, cdf_clf, cdf_knn)
         print(f"| {name} | {len(ex)} | {metrics(ye, pc, clf.threshold)} | {metrics(ye, pm, thr)} |", flush=True)
     return 0
