@@ -234,33 +234,69 @@ def _norm(t):
     return re.sub(r"\W+", " ", t.lower()).strip()
 
 
+def _minhash(t):
+    """MinHash of a normalised text's word bigrams (one token: the text itself)."""
+    from datasketch import MinHash
+    m = MinHash(num_perm=64)
+    toks = t.split()
+    for g in zip(toks, toks[1:]) if len(toks) > 1 else [(t,)]:
+        m.update(" ".join(g).encode())
+    return m
+
+
+def _near_index(texts, threshold):
+    from datasketch import MinHashLSH
+    lsh = MinHashLSH(threshold=threshold, num_perm=64)
+    for i, t in enumerate(texts):
+        lsh.insert(str(i), _minhash(t))
+    return lsh
+
+
+def test_seed_part_and_probe_stay_apart_from_the_packaged_seeds(seeds):
+    """benchmarks/seed_parts/ holds candidate seed parts measured before packaging (benchmarks/ablation.py
+    --extra-seeds): each loads with the packaged set (schema, codes, unique ids, both labels). The team probes in
+    benchmarks/probes/ are held out: none is a seed or a near copy of one, packaged or candidate."""
+    from guardray.data import SEEDS_PATH, load_seeds
+    from guardray.evaluate import load_eval_set
+    parts = sorted((ROOT / "benchmarks" / "seed_parts").glob("*.jsonl"))
+    assert parts
+    team = list(seeds)
+    for part in parts:
+        both = load_seeds([SEEDS_PATH, part])
+        assert len({e.id for e in both}) == len(both), part
+        extra = both[len(seeds):]
+        assert {e.label for e in extra} == {"safe", "unsafe"}, part
+        team += extra
+    norm = [_norm(e.text) for e in team]
+    lsh = _near_index(norm, 0.5)
+    for probe in sorted((ROOT / "benchmarks" / "probes").glob("*/eval.jsonl")):
+        name, ex = load_eval_set(probe)
+        assert len(ex) >= 50 and {e.label for e in ex} == {"safe", "unsafe"}, name
+        hits = [e.text for e in ex if _norm(e.text) in set(norm) or lsh.query(_minhash(_norm(e.text)))]
+        assert not hits, (name, hits[:3])
+
+
 @pytest.mark.skipif(not SHARED.exists(), reason="../shared/data (evaluation sets) is not present on this machine")
 def test_seeds_do_not_overlap_evaluation_data(seeds):
-    """Every team-written text: prompt, response and conversation seeds, and the bank example policy's seeds."""
-    from datasketch import MinHash, MinHashLSH
+    """Every team-written text: prompt, response and conversation seeds, the bank example policy's seeds, and the
+    candidate seed parts and probes under benchmarks/."""
     from guardray.data import CONVERSATIONS_PATH, RESPONSES_PATH
     team = list(seeds) + read_examples(RESPONSES_PATH).examples + read_examples(CONVERSATIONS_PATH).examples
     team += read_examples(ROOT / "configs" / "policies" / "bank-support" / "seeds.jsonl",
                           strict_categories=False).examples
+    bench = ROOT / "benchmarks"
+    for f in [*(bench / "seed_parts").glob("*.jsonl"), *(bench / "probes").glob("*/eval.jsonl")]:
+        team += read_examples(f, strict_categories=False).examples  # candidate parts and the team probes
     # whole texts, and each turn of a conversation or of a response's prompt on its own
     turns = [re.sub(r"^(User|Assistant): ", "", t) for e in team for x in (e.text, e.prompt) if "\n" in x
              for t in x.split("\n")]
     seed_norm = {_norm(e.text) for e in team} | {_norm(t) for t in turns if len(t.split()) > 3}
-    lsh = MinHashLSH(threshold=0.8, num_perm=64)
-
-    def mh(t):
-        m = MinHash(num_perm=64)
-        toks = t.split()
-        for g in zip(toks, toks[1:]) if len(toks) > 1 else [(t,)]:
-            m.update(" ".join(g).encode())
-        return m
-    for i, t in enumerate(seed_norm):
-        lsh.insert(str(i), mh(t))
+    lsh = _near_index(list(seed_norm), 0.8)
     hits = []
     for f in SHARED.glob("*/eval.jsonl"):
         for line in f.read_text().splitlines():
             t = _norm(json.loads(line)["text"])
-            if t in seed_norm or (len(t.split()) > 3 and lsh.query(mh(t))):
+            if t in seed_norm or (len(t.split()) > 3 and lsh.query(_minhash(t))):
                 hits.append((f.parent.name, t[:80]))
     assert not hits, hits[:5]
 
