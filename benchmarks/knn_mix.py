@@ -100,11 +100,9 @@ def mix(kind: str, w: float, p_clf: np.ndarray, p_knn: np.ndarray, cdf_clf, cdf_
 
 
 def metrics(y: np.ndarray, p: np.ndarray, thr: float) -> str:
-    from guardray.core.metrics import auprc
-    f = p >= thr
-    tp, fp, fn = int((f & y).sum()), int((f & ~y).sum()), int((~f & y).sum())
-    f1, fpr = 2 * tp / max(1, 2 * tp + fp + fn), fp / max(1, int((~y).sum()))
-    return f"{f1:.3f} / {fpr:.3f} / {auprc(y.astype(int), p):.3f}"
+    from guardray.core.metrics import auprc, binary_metrics
+    m = binary_metrics(y.astype(int), p, thr)
+    return f"{m['f1'] or 0.0:.3f} / {m['fpr'] or 0.0:.3f} / {auprc(y.astype(int), p):.3f}"
 
 
 def main(argv=None) -> int:
