@@ -10,7 +10,8 @@ may be judged on them before ../shared/data scores it once. Each probe is one ge
 
 An arm is NAME=CHECKPOINT[,CHECKPOINT...] (checkpoints of one recipe, e.g. one per run seed). Each checkpoint is
 scored at its own calibrated threshold (F1, FPR, recall) and threshold-free (AUPRC); a cell is the mean over the
-arm's checkpoints, with the per-checkpoint AUPRCs after it. `all` pools every probe's lines.
+arm's checkpoints, with the per-checkpoint AUPRCs after it. `all` pools the lines of every probe scored
+(`--exclude figurative` leaves out the probe written by the v6 part's own writer).
 """
 from __future__ import annotations
 
@@ -55,10 +56,14 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("arms", nargs="+", type=parse_arm, help="NAME=CHECKPOINT[,CHECKPOINT...]")
     ap.add_argument("--probes", type=Path, default=ROOT / "benchmarks" / "probes")
+    ap.add_argument("--exclude", action="append", default=[], metavar="PROBE",
+                    help="leave a probe out (e.g. one written by a candidate part's own writer); repeatable")
     ap.add_argument("--out", type=Path, help="also write the table here (markdown)")
     args = ap.parse_args(argv)
     from guardray.classifier import GuardClassifier
-    sets = probe_sets(args.probes)
+    sets = {n: v for n, v in probe_sets(args.probes).items() if n not in args.exclude}
+    if not sets:
+        raise SystemExit(f"every probe under {args.probes} is excluded")
     names = [*sets, "all"]
     results: dict[str, dict[str, list[dict]]] = {}
     for arm, ckpts in args.arms:
