@@ -37,11 +37,10 @@ def val_split(run: Path):
 
 
 def row(name: str, y: np.ndarray, p: np.ndarray, thr: float) -> str:
-    from guardray.core.metrics import auprc
-    flag = p >= thr
-    tp, fp, fn = int((flag & y).sum()), int((flag & ~y).sum()), int((~flag & y).sum())
-    f1 = f"{2 * tp / max(1, 2 * tp + fp + fn):.3f}" if y.any() else "n/a"
-    fpr = f"{fp / max(1, int((~y).sum())):.3f}" if (~y).any() else "n/a"
+    from guardray.core.metrics import auprc, binary_metrics
+    m = binary_metrics(y.astype(int), p, thr)
+    f1 = f"{m['f1']:.3f}" if y.any() else "n/a"
+    fpr = f"{m['fpr']:.3f}" if (~y).any() else "n/a"
     a = auprc(y.astype(int), p) if 0 < y.sum() < len(y) else None
     return f"{name} | {len(y)} | {int(y.sum())} | {f1} | {fpr} | {'n/a' if a is None else f'{a:.3f}'}"
 
