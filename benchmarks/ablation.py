@@ -48,14 +48,15 @@ SETS_COLS = (("f1", "F1"), ("fpr", "FPR"), ("auprc", "AUPRC"))
 def build_rows(args, cfg):
     from guardray.core.operators import apply_operators
     from guardray.core.records import read_examples
-    from guardray.data import SEEDS_PATH, load_seeds
+    from guardray.data import SEEDS_PATH, load_padding, load_seeds
     from guardray.trainer import split_validation
 
     seeds = load_seeds([SEEDS_PATH, *args.extra_seeds])  # the prompt seeds (+ a candidate part, --extra-seeds)
     train_seeds, val_seeds = split_validation(seeds, cfg.data.val_fraction, seed=cfg.run.seed,
                                               safe_share=cfg.data.val_safe_share)
     s = cfg.synth
-    ops = apply_operators(seeds, ops=s.operators, per_example=s.operator_per_seed, seed=cfg.run.seed)
+    ops = apply_operators(seeds, ops=s.operators, per_example=s.operator_per_seed, seed=cfg.run.seed,
+                          padding=load_padding(s.padding))
     val_ids = {e.id for e in val_seeds}
     rnd = random.Random(f"{cfg.run.seed}:operate")
     picked = {e.id for e in seeds if rnd.random() < s.operator_fraction}  # the pipeline's `operate` draw
@@ -127,12 +128,12 @@ def main(argv=None) -> int:
     cfg = load_config(args.config)
     if args.tune_data:
         from guardray.core.operators import apply_operators
-        from guardray.data import SEEDS_PATH, load_seeds
+        from guardray.data import SEEDS_PATH, load_padding, load_seeds
         seeds = load_seeds([SEEDS_PATH, *args.extra_seeds])  # the prompt seeds (+ --extra-seeds)
         rnd = random.Random(f"{cfg.run.seed}:operate")  # the pipeline's `operate` draw
         picked = [e for e in seeds if rnd.random() < cfg.synth.operator_fraction]
         kids = apply_operators(picked, ops=cfg.synth.operators, per_example=cfg.synth.operator_per_seed,
-                               seed=cfg.run.seed)
+                               seed=cfg.run.seed, padding=load_padding(cfg.synth.padding))
         write_examples(list(seeds) + kids, ROOT / "runs" / "tune-data" / "seeds+operators.jsonl")
         print(f"[ablation] {len(seeds)} seeds + {len(kids)} operator children -> runs/tune-data/")
         return 0

@@ -77,7 +77,7 @@ def prepare(args) -> None:
     from guardray.core.normalize import normalize
     from guardray.core.operators import apply_operators
     from guardray.core.splits import example_rows, split_validation
-    from guardray.data import SEEDS_PATH, load_seeds
+    from guardray.data import SEEDS_PATH, load_padding, load_seeds
     from guardray.models import resolve
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from ablation import eval_sets
@@ -86,7 +86,8 @@ def prepare(args) -> None:
     cfg = load_config(ROOT / "configs" / "demo.yaml")
     s = cfg.synth
     seeds = load_seeds([SEEDS_PATH])
-    ops = apply_operators(seeds, ops=s.operators, per_example=s.operator_per_seed, seed=cfg.run.seed)
+    ops = apply_operators(seeds, ops=s.operators, per_example=s.operator_per_seed, seed=cfg.run.seed,
+                          padding=load_padding(s.padding))
     rnd = random.Random(f"{cfg.run.seed}:operate")
     picked = {e.id for e in seeds if rnd.random() < s.operator_fraction}  # the pipeline's `operate` draw
     tr, va = split_validation(seeds, cfg.data.val_fraction, seed=cfg.run.seed, safe_share=cfg.data.val_safe_share)

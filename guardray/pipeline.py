@@ -35,7 +35,7 @@ from guardray.core.adversarial import (attack_requests, attack_style, distinct_n
 from guardray.core.config import Config, dump_config, load_config, to_dict
 from guardray.core.records import Example, RewardBatch, Rollout, read_many, write_examples
 from guardray.core.taxonomy import load_policy
-from guardray.data import single_prompts
+from guardray.data import load_padding, single_prompts
 from guardray.errors import UsageError
 
 
@@ -216,7 +216,8 @@ def operate(cfg: Config, seeds: list[Example], state: RunState) -> list[Example]
         return []
     rnd = random.Random(f"{cfg.run.seed}:operate")
     picked = [e for e in seeds if rnd.random() < s.operator_fraction]
-    kids = apply_operators(picked, ops=ops, per_example=s.operator_per_seed, seed=cfg.run.seed)
+    kids = apply_operators(picked, ops=ops, per_example=s.operator_per_seed, seed=cfg.run.seed,
+                           padding=load_padding(s.padding))
     write_examples(kids, Path(cfg.run_dir) / "data" / "operators.parquet")
     by_op = Counter(e.generator.removeprefix("op:") for e in kids)
     skipped = len(picked) * s.operator_per_seed - len(kids)

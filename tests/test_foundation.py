@@ -276,6 +276,42 @@ def test_seed_part_and_probe_stay_apart_from_the_packaged_seeds(seeds):
         assert not hits, (name, hits[:3])
 
 
+def test_packaged_padding_is_benign_filler_apart_from_seeds_and_probes(seeds):
+    """guardray/data/padding.jsonl: the padding operators' filler (synth.padding: packaged), team-written everyday
+    posts. Long enough to bury a request in, distinct, and never a seed or a probe line: the long probe's benign
+    posts are the *unseen* filler benchmarks/score_length.py buries validation seeds in."""
+    from guardray.data import PADDING_PATH, load_padding
+    from guardray.evaluate import load_eval_set
+    pads = load_padding()
+    assert len(pads) >= 300 and len(set(pads)) == len(pads)
+    assert all(300 <= len(t) <= 1500 for t in pads), [t[:60] for t in pads if not 300 <= len(t) <= 1500][:3]
+    assert load_padding(str(PADDING_PATH)) == pads and load_padding("builtin") == ()  # () = the operators' own
+    norm = [_norm(t) for t in pads]
+    exact, lsh = set(norm), _near_index(norm, 0.5)
+    team = list(seeds)
+    for probe in sorted((ROOT / "benchmarks" / "probes").glob("*/eval.jsonl")):
+        team += load_eval_set(probe)[1]
+    hits = [e.text for e in team if _norm(e.text) in exact or lsh.query(_minhash(_norm(e.text)))]
+    assert not hits, hits[:3]
+
+
+def test_padding_source_errors(tmp_path):
+    from guardray.data import load_padding
+    bad = tmp_path / "pad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"txt": "typo"}\n')
+    with pytest.raises(DataError, match=r"pad.jsonl:2: needs a non-empty string \"text\""):
+        load_padding(str(bad))
+    bad.write_text("not json\n")
+    with pytest.raises(DataError, match=r"pad.jsonl:1: not JSON"):
+        load_padding(str(bad))
+    with pytest.raises(ConfigError, match=r"synth.padding: .*nope.jsonl.* is not a file; use packaged, builtin"):
+        load_config(None, [f"synth.padding={tmp_path / 'nope.jsonl'}"])
+    ok = tmp_path / "ok.jsonl"
+    ok.write_text('{"text": "Our team offsite is on Friday."}\n\n')
+    assert load_padding(str(ok)) == ("Our team offsite is on Friday.",)
+    assert load_config(None, [f"synth.padding={ok}"]).synth.padding == str(ok)
+
+
 @pytest.mark.skipif(not SHARED.exists(), reason="../shared/data (evaluation sets) is not present on this machine")
 def test_seeds_do_not_overlap_evaluation_data(seeds):
     """Every team-written text: prompt, response and conversation seeds, the bank example policy's seeds, and the
@@ -287,6 +323,8 @@ def test_seeds_do_not_overlap_evaluation_data(seeds):
     bench = ROOT / "benchmarks"
     for f in [*(bench / "seed_parts").glob("*.jsonl"), *(bench / "probes").glob("*/eval.jsonl")]:
         team += read_examples(f, strict_categories=False).examples  # candidate parts and the team probes
+    from guardray.data import load_padding
+    team += [Example(id=f"pad{i}", text=t, label="safe") for i, t in enumerate(load_padding())]  # benign filler
     # whole texts, and each turn of a conversation or of a response's prompt on its own
     turns = [re.sub(r"^(User|Assistant): ", "", t) for e in team for x in (e.text, e.prompt) if "\n" in x
              for t in x.split("\n")]

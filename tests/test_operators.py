@@ -170,19 +170,20 @@ def test_padding_cap_position_and_pool():
     ex = Example("p", text, "unsafe", ("S2",))
     for seed in range(20):
         pre = O.apply_operator(ex, "pad_prefix", seed=seed, padding=pool).text
-        assert pre.endswith(text) and len(pre) <= O.PAD_CAP and len(pre) > len(text)
+        assert pre.endswith(text) and len(pre) <= O.POOL_PAD_CAP and len(pre) > len(text)
         assert "x" * 50 not in pre  # the long pool entry does not fit, so it is skipped
         suf = O.apply_operator(ex, "pad_suffix", seed=seed, padding=pool).text
-        assert suf.startswith(text) and len(suf) <= O.PAD_CAP and len(suf) > len(text)
+        assert suf.startswith(text) and len(suf) <= O.POOL_PAD_CAP and len(suf) > len(text)
         tr = O.apply_operator(ex, "transcript", seed=seed, padding=pool).text
-        assert tr.endswith(": " + text) and len(tr.splitlines()) == 3 and len(tr) <= O.PAD_CAP
+        assert tr.endswith(": " + text) and len(tr.splitlines()) == 3 and len(tr) <= O.POOL_PAD_CAP
     used = {p for seed in range(20) for p in pool
             if p in O.apply_operator(ex, "pad_prefix", seed=seed, padding=pool).text}
     assert used <= set(pool[1:]) and pool[1] in used and pool[3] in used
-    # default pool when the caller passes none
+    # default pool when the caller passes none, and its tighter cap
     assert any(p in O.apply_operator(SAFE[1], "pad_prefix").text for p in O.DEFAULT_PADDING)
+    assert all(len(O.apply_operator(ex, "pad_prefix", seed=s).text) <= O.PAD_CAP for s in range(20))
     # a text already at the cap gets no padding, and apply_operators drops the no-op child
-    huge = Example("h", "word " * 240, "safe")
+    huge = Example("h", "word " * (O.PAD_CAP // 5), "safe")
     assert O.apply_operator(huge, "pad_prefix").text == huge.text
     assert O.apply_operators([huge], ops=["pad_prefix", "pad_suffix"], per_example=2) == []
 

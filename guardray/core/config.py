@@ -99,6 +99,12 @@ class SynthConfig:
     operators: tuple[str, ...] = ("typos", "leetspeak", "spacing", "homoglyphs", "casing", "roleplay",
                                   "hypothetical", "fiction", "academic", "translate", "quoted", "pad_prefix",
                                   "pad_suffix", "transcript", "code_switch", "prompt_attack")
+    # benign filler the padding operators (pad_prefix, pad_suffix, transcript) put around a seed: "builtin" = the
+    # operators' 18 short sentences; "packaged" = guardray/data/padding.jsonl (330 everyday posts, emails, code,
+    # chats of 350-1,400 characters); or a JSONL file of {"text": ...} rows (your own benign traffic). With builtin a
+    # validation seed buried in ~400 tokens of unseen benign posts is caught 3% of the time (FPR 1%), with packaged
+    # 18% (FPR 5%): not adopted as the default by its pre-set rule (benchmarks/quality.md, "Harm buried in a long post")
+    padding: str = "builtin"
     operator_per_seed: int = rng(1, 0, 100)  # operator children per seed (distinct operators)
     operator_fraction: float = rng(1.0, 0.0, 1.0)  # share of the seeds that get operator children
     items_per_request: int = rng(5, 1, 100)  # augment: requests asked for in one generation (a numbered list)
@@ -566,6 +572,9 @@ def _check_cross(obj, where: str) -> None:
         bad = [o for o in obj.operators if o not in OPERATORS]
         if bad:
             raise ConfigError(f"{p}operators: unknown operator {bad[0]!r}; use any of {sorted(OPERATORS)}")
+        if obj.padding not in ("packaged", "builtin") and not Path(obj.padding).is_file():
+            raise ConfigError(f"{p}padding: {obj.padding!r} is not a file; use packaged, builtin or a JSONL file "
+                              'of {"text": ...} rows (benign filler for the padding operators)')
         from guardray.core.records import STYLES  # the style names an Example may carry
         bad = [s for s in obj.styles if s not in STYLES or not s]
         if bad:

@@ -24,7 +24,10 @@ from typing import Callable, Sequence
 
 from guardray.core.records import STYLES, Example, render_chat  # noqa: F401  (render_chat: re-exported)
 
-PAD_CAP = 1200  # padding/transcript outputs stay under this many characters
+PAD_CAP = 1200  # padding/transcript outputs stay under this many characters with the default pool
+# ... and under this many with a caller's pool (a filler file of whole posts, e.g. guardray/data/padding.jsonl of up
+# to 1,400 characters: room for one before or after a seed; apply_operators drops children over 2,000)
+POOL_PAD_CAP = 1900
 
 # Used when the caller passes no padding pool: everyday, clearly harmless texts of varied length.
 DEFAULT_PADDING: tuple[str, ...] = (
@@ -212,14 +215,18 @@ def _padding(rng: random.Random, pool: Sequence[str], room: int, n: int, text: s
     return out
 
 
+def _cap(pool: Sequence[str]) -> int:
+    return POOL_PAD_CAP if pool else PAD_CAP
+
+
 def pad_prefix(text, rng, pool):
     # benign text first, the real request last: harm at the end of a long message must still be caught
-    pads = _padding(rng, pool, PAD_CAP - len(text), rng.randint(1, 3), text)
+    pads = _padding(rng, pool, _cap(pool) - len(text), rng.randint(1, 3), text)
     return rng.choice(("\n\n", " ")).join(pads + [text]) if pads else text
 
 
 def pad_suffix(text, rng, pool):
-    pads = _padding(rng, pool, PAD_CAP - len(text), rng.randint(1, 2), text)
+    pads = _padding(rng, pool, _cap(pool) - len(text), rng.randint(1, 2), text)
     return rng.choice(("\n\n", " ")).join([text] + pads) if pads else text
 
 
@@ -234,7 +241,7 @@ _REPLIES = ("Sure, happy to help with that! Let me know if you need anything els
 def transcript(text, rng, pool):
     user, bot = rng.choice(_SPEAKERS)
     reply = rng.choice(_REPLIES)
-    pads = _padding(rng, pool, min(400, PAD_CAP - len(text) - len(reply) - 40), 1, text)
+    pads = _padding(rng, pool, min(400, _cap(pool) - len(text) - len(reply) - 40), 1, text)
     first = pads[0] if pads else rng.choice([p for p in DEFAULT_PADDING if len(p) < 90])
     return f"{user}: {first}\n{bot}: {reply}\n{user}: {text}"
 
