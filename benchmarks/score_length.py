@@ -69,12 +69,13 @@ def evaluate(folder: Path, lengths: list[str], probes: dict, filler: list[str],
     by = np.array([e.unsafe for e in roots], dtype=int)
     buried = bury([e.text for e in roots], filler)
     res: dict[str, dict[str, float]] = {}
+    long = None
     for L in lengths:
         clf = GuardClassifier.load(str(folder / "operators"), max_length=int(L.lstrip("w")))
         if L.startswith("w"):  # windows of that many tokens (stride 64), the max over windows
             clf.long_text = "windows_max"
-        ntok = np.array([len(clf.tokenizer(t)["input_ids"]) for t in texts])
-        long = ntok > 256
+        if long is None:  # the same tokenizer at every length
+            long = np.array([len(clf.tokenizer(t)["input_ids"]) for t in texts]) > 256
         t0 = time.perf_counter()
         s = clf.score(texts).unsafe
         secs = time.perf_counter() - t0
@@ -142,10 +143,10 @@ def main(argv=None) -> int:
     for L in args.lengths:
         cells = []
         for c in cols:
-            vals = [r[L][c] for r in runs]
-            cell = f"{np.nanmean(vals):.3f}"
-            if c.endswith("auprc") and len(vals) > 1:
-                cell += " (" + ", ".join(f"{v:.3f}" for v in vals) + ")"
+            per_run = [r[L][c] for r in runs]
+            cell = f"{np.nanmean(per_run):.3f}"
+            if c.endswith("auprc") and len(per_run) > 1:
+                cell += " (" + ", ".join(f"{v:.3f}" for v in per_run) + ")"
             cells.append(cell)
         lines.append(f"| {L} | " + " | ".join(cells) + " |")
     n_long = [r[args.lengths[0]]["val_long_n"] for r in runs]
